@@ -1,0 +1,112 @@
+"""AIS options shared by both backends: validation in one place (NumPy only)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .schedules import check_positive_int, make_schedule
+
+
+@dataclass(frozen=True)
+class AISOptions:
+    """Validated AIS options; see :class:`ebmppl.numpyro.AIS` for their meaning."""
+
+    num_particles: int
+    betas: np.ndarray
+    schedule_name: str
+    num_leapfrog_steps: int
+    num_mcmc_steps: int
+    step_size: float | None
+    target_accept: float
+    adapt_step_size: bool
+    adapt_mass: bool
+    adapt_rate: float
+    step_size_jitter: float
+    progress: bool | None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        num_particles: int = 1000,
+        num_steps: int | None = 100,
+        schedule="sigmoidal",
+        num_leapfrog_steps: int = 3,
+        num_mcmc_steps: int = 1,
+        step_size: float | None = None,
+        target_accept: float = 0.65,
+        adapt_step_size: bool = True,
+        adapt_mass: bool = True,
+        adapt_rate: float = 1.0,
+        step_size_jitter: float = 0.2,
+        progress: bool | None = None,
+    ) -> AISOptions:
+        num_particles = check_positive_int(num_particles, "num_particles")
+        if not isinstance(schedule, str):
+            betas = make_schedule(schedule, None)
+            if num_steps is not None and num_steps not in (100, betas.size - 1):
+                make_schedule(schedule, num_steps)  # raises the mismatch error
+            name = "custom"
+        else:
+            betas = make_schedule(schedule, num_steps)
+            name = schedule
+        num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
+        num_mcmc_steps = check_positive_int(num_mcmc_steps, "num_mcmc_steps")
+        if step_size is not None:
+            if not (isinstance(step_size, (int, float)) and np.isfinite(step_size) and step_size > 0):
+                raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
+            step_size = float(step_size)
+        if not (isinstance(target_accept, (int, float)) and 0.0 < target_accept < 1.0):
+            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+        if not (isinstance(adapt_rate, (int, float)) and 0.0 <= adapt_rate <= 10.0):
+            raise ValueError(f"adapt_rate must lie in [0, 10], got {adapt_rate!r}")
+        if not (isinstance(step_size_jitter, (int, float)) and 0.0 <= step_size_jitter < 1.0):
+            raise ValueError(f"step_size_jitter must lie in [0, 1), got {step_size_jitter!r}")
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        return cls(
+            num_particles,
+            betas,
+            name,
+            num_leapfrog_steps,
+            num_mcmc_steps,
+            step_size,
+            float(target_accept),
+            bool(adapt_step_size),
+            bool(adapt_mass),
+            float(adapt_rate),
+            float(step_size_jitter),
+            progress,
+        )
+
+    def describe(self) -> dict:
+        """Options as plain metadata (for the result's ``info`` and ArviZ attributes)."""
+        d = asdict(self)
+        d.pop("betas")
+        d.pop("progress")
+        d["schedule"] = d.pop("schedule_name")
+        d["num_steps"] = int(self.betas.size - 1)
+        return d
+
+
+def progress_printer(label: str, total: int):
+    """Return ``report(done, info)`` printing one progress line to stderr."""
+    start = time.perf_counter()
+    tty = sys.stderr.isatty()
+
+    def report(done: int, info) -> None:
+        elapsed = time.perf_counter() - start
+        acc = float(np.asarray(info.acceptance_rate)[-1])
+        ess = float(np.asarray(info.ess)[-1])
+        line = (
+            f"{label}: step {done}/{total} [{elapsed:.1f}s] acceptance {acc:.2f}, ESS {ess:.0f}"
+        )
+        end = "\n" if (done >= total or not tty) else ""
+        sys.stderr.write(("\r" if tty else "") + line + end)
+        sys.stderr.flush()
+
+    return report

@@ -1,0 +1,365 @@
+"""Annealed importance sampling for NumPyro models (vmapped over particles, lax.scan over steps).
+
+Building blocks in the BlackJAX style: :func:`build_hmc_move` (one HMC move of one particle
+at a given beta), :func:`build_ais_step` (weight update then moves: one annealing step of the
+whole population) and the :class:`AIS` driver.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._options import AISOptions, progress_printer
+from ..results import AISResult
+from ._model import ModelPotential
+
+__all__ = ["AIS", "AISState", "AISInfo", "build_hmc_move", "build_ais_step"]
+
+
+class AISState(NamedTuple):
+    """What the next annealing step needs."""
+
+    position: jax.Array  # (N, D) unconstrained particles
+    log_weights: jax.Array  # (N,)
+    step_size: jax.Array  # () base HMC step size (adapted)
+    inverse_mass: jax.Array  # (D,) diagonal inverse mass matrix (adapted)
+
+
+class AISInfo(NamedTuple):
+    """Per-step diagnostics (stacked over steps by the scan)."""
+
+    acceptance_rate: jax.Array  # mean acceptance probability over live particles
+    step_size: jax.Array  # step size used at this step
+    ess: jax.Array  # Kish ESS of the weights after this step's increment
+    num_dropped: jax.Array  # particles with zero weight after this step
+
+
+LogParts = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def build_potential(log_parts: LogParts):
+    """Return ``potential(z, beta) -> (U, grad U, log_base, log_ratio)`` for one particle.
+
+    ``U = -(log_base + beta * log_ratio)`` is evaluated afresh at the given beta; nothing is
+    cached across temperatures (a stale potential biases log Z low).
+    """
+
+    def potential(z, beta):
+        def u(z):
+            lb, lr = log_parts(z)
+            return -(lb + beta * lr), (lb, lr)
+
+        (val, (lb, lr)), grad = jax.value_and_grad(u, has_aux=True)(z)
+        return val, grad, lb, lr
+
+    return potential
+
+
+def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
+    """Return ``move(key, z, U, grad, beta, step_size, inverse_mass) -> (z, U, grad, accept_prob)``.
+
+    One HMC move of one particle leaving ``exp(log_base + beta * log_ratio)`` invariant. ``U``
+    and ``grad`` must be the potential and its gradient at ``z`` *for this beta*. A proposal
+    with a non-finite potential is rejected (treated as zero density).
+    """
+    potential = build_potential(log_parts)
+
+    def move(key, z, u0, g0, beta, step_size, inverse_mass):
+        k_mom, k_acc = jax.random.split(key)
+        p0 = jax.random.normal(k_mom, z.shape, z.dtype) / jnp.sqrt(inverse_mass)
+
+        def leapfrog(carry, _):
+            z, p, _, g = carry
+            p = p - 0.5 * step_size * g
+            z = z + step_size * inverse_mass * p
+            u, g, _, _ = potential(z, beta)
+            p = p - 0.5 * step_size * g
+            return (z, p, u, g), None
+
+        (z1, p1, u1, g1), _ = lax.scan(
+            leapfrog, (z, p0, u0, g0), None, length=num_leapfrog_steps
+        )
+        kin0 = 0.5 * jnp.sum(inverse_mass * p0**2)
+        kin1 = 0.5 * jnp.sum(inverse_mass * p1**2)
+        log_accept = (u0 + kin0) - (u1 + kin1)
+        log_accept = jnp.where(jnp.isnan(log_accept) | ~jnp.isfinite(u1), -jnp.inf, log_accept)
+        accept_prob = jnp.minimum(1.0, jnp.exp(log_accept))
+        accepted = jnp.log(jax.random.uniform(k_acc, dtype=z.dtype)) < log_accept
+        return (
+            jnp.where(accepted, z1, z),
+            jnp.where(accepted, u1, u0),
+            jnp.where(accepted, g1, g0),
+            accept_prob,
+        )
+
+    return move
+
+
+def build_ais_step(log_parts: LogParts, opts: AISOptions):
+    """Return ``step(state, (t, beta_prev, beta, active), rng_key) -> (state, info)``.
+
+    The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
+    current positions, then ``num_mcmc_steps`` HMC moves at ``beta`` follow. Non-finite
+    increments drop the particle (log weight -inf). ``active=False`` makes a no-op step (used
+    to pad the last chunk of a chunked run).
+    """
+    potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
+    move = jax.vmap(
+        build_hmc_move(log_parts, opts.num_leapfrog_steps), in_axes=(0, 0, 0, 0, None, 0, None)
+    )
+
+    def step(state: AISState, xs, rng_key):
+        t, beta_prev, beta, active = xs
+        key = jax.random.fold_in(rng_key, t)
+        z = state.position
+        n = z.shape[0]
+        u, g, _, lr = potential(z, beta)
+        incr = jnp.where(beta > beta_prev, (beta - beta_prev) * lr, 0.0)
+        log_w = state.log_weights + jnp.where(jnp.isfinite(incr), incr, -jnp.inf)
+        log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+        alive = jnp.isfinite(log_w)
+        num_alive = jnp.maximum(jnp.sum(alive), 1)
+
+        k_jit, k_moves = jax.random.split(key)
+        jit = jax.random.uniform(
+            k_jit, (n,), z.dtype, 1.0 - opts.step_size_jitter, 1.0 + opts.step_size_jitter
+        )
+        eps = state.step_size * jit
+
+        def one_move(carry, k):
+            z, u, g, acc = carry
+            z, u, g, a = move(jax.random.split(k, n), z, u, g, beta, eps, state.inverse_mass)
+            return (z, u, g, acc + a), None
+
+        (z_new, _, _, acc), _ = lax.scan(
+            one_move,
+            (z, u, g, jnp.zeros((n,), z.dtype)),
+            jax.random.split(k_moves, opts.num_mcmc_steps),
+        )
+        acc = acc / opts.num_mcmc_steps
+        mean_acc = jnp.sum(jnp.where(alive, acc, 0.0)) / num_alive
+        step_size = state.step_size
+        if opts.adapt_step_size:
+            step_size = step_size * jnp.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
+        inverse_mass = state.inverse_mass
+        if opts.adapt_mass:
+            mask = alive[:, None]
+            mean = jnp.sum(jnp.where(mask, z_new, 0.0), 0) / num_alive
+            var = jnp.sum(jnp.where(mask, (z_new - mean) ** 2, 0.0), 0) / num_alive
+            # Stan-style shrinkage towards a small constant keeps the metric well defined.
+            var = (num_alive / (num_alive + 5.0)) * var + 1e-3 * (5.0 / (num_alive + 5.0))
+            inverse_mass = jnp.where(jnp.all(jnp.isfinite(var)), var, inverse_mass)
+        new = AISState(z_new, log_w, step_size, inverse_mass)
+        new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
+        lw_norm = log_w - jax.nn.logsumexp(log_w)
+        info = AISInfo(
+            acceptance_rate=mean_acc,
+            step_size=state.step_size,
+            ess=1.0 / jnp.sum(jnp.exp(2 * lw_norm)),
+            num_dropped=n - jnp.sum(alive),
+        )
+        return new, info
+
+    return step
+
+
+class AIS:
+    """Annealed importance sampling from the prior (or a reference) to a NumPyro model.
+
+    The path is ``prior(z) * L(z) ** beta``, where ``L`` collects every energy factor, every
+    other factor and every observed site; ``log_z`` is the log evidence of the whole
+    unnormalised model (for ``x ~ prior; energy("E", E, x)``: ``log E_prior[exp(-E(x))]``).
+
+    Args:
+        model: a NumPyro model (a callable using numpyro primitives).
+        num_particles: number of independent AIS chains.
+        num_steps: number of annealing steps (ignored if ``schedule`` is an array).
+        schedule: ``"sigmoidal"`` (default), ``"linear"``, ``"geometric"`` or an array of betas
+            from 0 to 1.
+        num_leapfrog_steps: leapfrog steps per HMC move (1 gives MALA).
+        num_mcmc_steps: HMC moves per temperature.
+        step_size: initial HMC step size (default ``0.5 * dim ** -0.25``).
+        target_accept: acceptance rate the step size is adapted towards across the schedule.
+        adapt_step_size, adapt_mass: adapt the step size / a diagonal mass matrix (from the
+            particle population's variance) after each step.
+        step_size_jitter: each particle's step size is the base one times U(1-j, 1+j); avoids
+            resonant trajectories in high dimension.
+        reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
+            needed when a latent prior is improper.
+        shard: spread particles over all local JAX devices (``jax.sharding``).
+        progress: print progress to stderr (default: when stderr is a terminal).
+    """
+
+    def __init__(self, model, *, reference=None, shard: bool = False, **options):
+        if not callable(model):
+            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        self.model = model
+        self.reference = reference
+        self.shard = bool(shard)
+        self.options = AISOptions.create(**options)
+        self._cache: dict = {}
+
+    def _compiled(self, pot: ModelPotential, cache_key):
+        hit = self._cache.get(cache_key)
+        if hit is not None and hit[0] is pot.args:
+            return hit[1]
+        opts = self.options
+        step = build_ais_step(pot.log_parts, opts)
+
+        @jax.jit
+        def segment(state, xs, rng_key):
+            return lax.scan(lambda s, x: step(s, x, rng_key), state, xs)
+
+        sample = jax.jit(pot.sample_base, static_argnums=1)
+        post = jax.jit(jax.vmap(pot.postprocess))
+        parts = jax.jit(jax.vmap(pot.log_parts))
+        energies = jax.jit(jax.vmap(pot.energy_values))
+        fns = (segment, sample, post, parts, energies)
+        self._cache = {cache_key: (pot.args, fns)}
+        return fns
+
+    def run(self, rng_key, *model_args, **model_kwargs) -> AISResult:
+        """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats)."""
+        if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
+            raise TypeError(
+                "rng_key must be a JAX PRNG key, e.g. jax.random.PRNGKey(0); "
+                f"got {type(rng_key).__name__}"
+            )
+        opts = self.options
+        start = time.perf_counter()
+        key_init, key_run = jax.random.split(rng_key)
+        pot = ModelPotential(
+            self.model, model_args, model_kwargs, reference=self.reference, rng_key=key_init
+        )
+        cache_key = (id(self.model), id(pot.args), tuple(sorted(pot.kwargs)))
+        segment, sample, post, parts, energies = self._compiled(pot, cache_key)
+        n = opts.num_particles
+        z0 = sample(key_init, n)
+        if self.shard:
+            z0 = _shard_particles(z0)
+        _check_initial_energies(pot, energies, parts, z0)
+
+        betas = opts.betas
+        num_steps = betas.size - 1
+        inv_mass = jnp.ones((pot.dim,), z0.dtype)
+        if opts.adapt_mass:
+            inv_mass = jnp.clip(jnp.var(z0, axis=0), 1e-6, None)
+        init_step = opts.step_size if opts.step_size is not None else 0.5 * pot.dim**-0.25
+        state = AISState(
+            z0,
+            jnp.zeros((n,), z0.dtype),
+            jnp.asarray(init_step, z0.dtype),
+            inv_mass.astype(z0.dtype),
+        )
+        if self.shard:
+            state = state._replace(log_weights=_shard_particles(state.log_weights))
+
+        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
+        chunk = num_steps if not progress else max(1, -(-num_steps // 20))
+        num_chunks = -(-num_steps // chunk)
+        padded = num_chunks * chunk
+        t_idx = np.arange(padded)
+        active = t_idx < num_steps
+        b_prev = np.where(active, betas[np.minimum(t_idx, num_steps - 1)], 1.0)
+        b_next = np.where(active, betas[np.minimum(t_idx + 1, num_steps)], 1.0)
+        dtype = z0.dtype
+        xs_all = (
+            jnp.asarray(t_idx, jnp.int32),
+            jnp.asarray(b_prev, dtype),
+            jnp.asarray(b_next, dtype),
+            jnp.asarray(active),
+        )
+        report = progress_printer("AIS (numpyro)", num_steps) if progress else None
+        infos = []
+        for c in range(num_chunks):
+            xs = jax.tree.map(lambda a, c=c: a[c * chunk : (c + 1) * chunk], xs_all)
+            state, info = segment(state, xs, key_run)
+            infos.append(info)
+            if report is not None:
+                jax.block_until_ready(state.log_weights)
+                report(min((c + 1) * chunk, num_steps), info)
+        info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos)
+        log_w = np.asarray(state.log_weights, dtype=np.float64)
+        num_dropped = int(np.sum(~np.isfinite(log_w)))
+        if num_dropped == n:
+            first = int(np.argmax(info.num_dropped >= n))
+            raise RuntimeError(
+                f"every particle's weight became zero by step {first} (beta={betas[first + 1]:.4g}): "
+                f"the energy sites {pot.energy_names} or observed sites {pot.observed_names} "
+                "returned non-finite values there. Check the energy for NaN/inf"
+            )
+        particles = {k: np.asarray(v) for k, v in post(state.position).items()}
+        evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
+        return AISResult.from_log_weights(
+            log_w,
+            betas=betas,
+            particles=particles,
+            acceptance_rate=info.acceptance_rate,
+            step_size=info.step_size,
+            ess_trace=info.ess,
+            backend="numpyro",
+            gradient_evaluations=evals,
+            num_dropped=num_dropped,
+            info={
+                **opts.describe(),
+                "reference": pot.reference_kind,
+                "energy_sites": tuple(pot.energy_names),
+                "observed_sites": tuple(pot.observed_names),
+                "latent_sites": tuple(pot.latent),
+                "num_dropped_per_step": np.asarray(info.num_dropped),
+                "wall_time": time.perf_counter() - start,
+                "devices": len(jax.devices()) if self.shard else 1,
+            },
+        )
+
+
+def _shard_particles(x):
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = np.array(jax.devices())
+    if x.shape[0] % devices.size:
+        raise ValueError(
+            f"shard=True needs num_particles divisible by the {devices.size} devices, "
+            f"got {x.shape[0]}"
+        )
+    mesh = Mesh(devices, ("particles",))
+    spec = PartitionSpec("particles", *([None] * (x.ndim - 1)))
+    return jax.device_put(x, NamedSharding(mesh, spec))
+
+
+def _check_initial_energies(pot: ModelPotential, energies, parts, z0) -> None:
+    """Raise (most particles) or warn (a few) when energies are non-finite at the start."""
+    n = z0.shape[0]
+    if pot.energy_names:
+        values = energies(z0)
+        for name in pot.energy_names:
+            e = np.asarray(values[name]).reshape(n, -1)
+            bad = ~np.all(np.isfinite(e), axis=1)
+            _complain(int(bad.sum()), n, f"energy site '{name}'")
+    _, lr = parts(z0)
+    bad = ~np.isfinite(np.asarray(lr))
+    _complain(int(bad.sum()), n, f"the model's annealed sites {pot.observed_names + pot.energy_names}")
+
+
+def _complain(num_bad: int, n: int, what: str) -> None:
+    if num_bad == 0:
+        return
+    msg = (
+        f"{what} is non-finite (NaN or inf) for {num_bad} of {n} initial particles drawn "
+        "from the prior/reference"
+    )
+    if num_bad > n // 2:
+        raise ValueError(
+            msg + ". Make the energy finite wherever the prior puts mass (e.g. clip its input), "
+            "or give AIS a reference= distribution that stays where it is finite"
+        )
+    warnings.warn(msg + "; those particles get zero weight (counted in num_dropped)", RuntimeWarning, stacklevel=3)
