@@ -38,7 +38,7 @@ class AISOptions:
         num_leapfrog_steps: int = 3,
         num_mcmc_steps: int = 1,
         step_size: float | None = None,
-        target_accept: float = 0.65,
+        target_accept: float = 0.8,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
         adapt_rate: float = 1.0,

@@ -43,7 +43,8 @@ def normalized_weights(log_weights) -> np.ndarray:
     lw = _as_log_weights(log_weights)
     if not np.any(np.isfinite(lw)):
         raise ValueError("every particle has zero weight; nothing to normalise")
-    return np.exp(lw - logsumexp(lw))
+    w = np.exp(lw - np.max(lw))
+    return w / np.sum(w)
 
 
 def weight_ess(log_weights) -> float:
@@ -64,8 +65,10 @@ def log_z_from_weights(log_weights) -> tuple[float, float]:
     log_z = log_mean_exp(lw)
     if not np.isfinite(log_z):
         return log_z, float("nan")
-    ess = weight_ess(lw)
-    return log_z, float(np.sqrt(max(1.0 / ess - 1.0 / n, 0.0)))
+    # 1/ESS - 1/N == sum_i (w_i - 1/N)^2 for normalised w; this form is exactly 0 for
+    # equal weights instead of a round-off residue.
+    w = normalized_weights(lw)
+    return log_z, float(np.sqrt(np.sum((w - 1.0 / n) ** 2)))
 
 
 def _gpd_fit(tail: np.ndarray) -> float:

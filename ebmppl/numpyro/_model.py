@@ -35,6 +35,22 @@ def _base_dist(d):
     return d
 
 
+def _constraint_kind(c):
+    while isinstance(c, dist.constraints.independent):
+        c = c.base_constraint
+    return type(c).__name__
+
+
+def _improper_init(site):
+    """A value for sites that cannot be sampled (ImproperUniform): zero in unconstrained space."""
+    fn = site["fn"]
+    if site["type"] == "sample" and not site["is_observed"]:
+        if isinstance(_base_dist(fn), dist.ImproperUniform):
+            t = biject_to(fn.support)
+            return t(jnp.zeros(t.inverse_shape(fn.shape())))
+    return None
+
+
 class ModelPotential:
     """The AIS view of ``model(*model_args, **model_kwargs)``.
 
@@ -49,7 +65,9 @@ class ModelPotential:
         self.args = tuple(model_args)
         self.kwargs = dict(model_kwargs or {})
         key = jax.random.PRNGKey(0) if rng_key is None else rng_key
-        proto = trace(seed(model, key)).get_trace(*self.args, **self.kwargs)
+        proto = trace(seed(substitute(model, substitute_fn=_improper_init), key)).get_trace(
+            *self.args, **self.kwargs
+        )
         self.prototype = proto
         self.latent = {}
         self.energy_names = [n for n, s in proto.items() if is_energy_site(s)]
@@ -109,7 +127,7 @@ class ModelPotential:
                         f"got {type(d).__name__}"
                     )
                 site_support = self.latent[name][2]["fn"].support
-                if type(d.support) is not type(site_support):
+                if _constraint_kind(d.support) != _constraint_kind(site_support):
                     raise ValueError(
                         f"reference for site '{name}' has support {d.support}, but the site's "
                         f"support is {site_support}; they must match"

@@ -1,0 +1,173 @@
+"""Backend harness for the conformance suite: NumPyro.
+
+Every harness module exposes the same functions, so the conformance tests never mention a
+backend. harness_pyro.py mirrors this file.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.handlers import seed, trace
+from numpyro.infer import MCMC, NUTS
+
+from ebmppl.numpyro import AIS, NUTS_EXTRA_FIELDS, build_hmc_move, energy, problem_model
+
+NAME = "numpyro"
+
+__all__ = ["NAME", "problem_model", "run_ais", "make_ais", "trace_model"]
+
+
+def make_ais(model, **options):
+    return AIS(model, **{"progress": False, **options})
+
+
+def run_ais(model, seed_: int, *model_args, **options):
+    """Run AIS with integer seed ``seed_``; returns an AISResult."""
+    return make_ais(model, **options).run(jax.random.PRNGKey(seed_), *model_args)
+
+
+def trace_model(model, *args):
+    """Run the model once (with a fixed seed), returning nothing; raises model errors."""
+    trace(seed(model, 0)).get_trace(*args)
+
+
+def zero_energy_model(dim: int = 3):
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([dim]).to_event(1))
+        energy("E", lambda v: jnp.zeros(()) * jnp.sum(v), x)
+
+    return model
+
+
+def conjugate_model(prior_scale: float, noise: float, energy_weight: float):
+    """x ~ N(0, s^2 I_2); y_i ~ N(x, noise^2) observed (i plate); energy w |x|^2 / 2."""
+
+    def model(y):
+        x = numpyro.sample("x", dist.Normal(0.0, prior_scale).expand([2]).to_event(1))
+        energy("E", lambda v: 0.5 * energy_weight * jnp.sum(v**2), x)
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Normal(x, noise).to_event(1), obs=y)
+
+    return model
+
+
+def as_data(array: np.ndarray):
+    return jnp.asarray(array, dtype=jnp.float32)
+
+
+def plated_energy_model(num: int):
+    """Energy inside a plate, one value per plate element: x_i ~ N(0,1), E_i = (x_i - 1)^2 / 2."""
+
+    def model():
+        with numpyro.plate("items", num):
+            x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+            energy("E", lambda v: 0.5 * (v - 1.0) ** 2, x)
+
+    return model
+
+
+def improper_model():
+    """ImproperUniform latent on the real line with E = x^2 / 2: log Z = log sqrt(2 pi)."""
+
+    def model():
+        x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real, (), ()))
+        energy("E", lambda v: 0.5 * v**2, x)
+
+    return model
+
+
+def improper_reference():
+    return {"x": dist.Normal(0.0, 2.0)}
+
+
+# -- bad input -------------------------------------------------------------------------
+def bad_nonscalar_energy():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        energy("E_vec", lambda v: v**2, x)
+
+    return model
+
+
+def bad_not_callable():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        energy("E_nc", 3.0, x)
+
+    return model
+
+
+def bad_duplicate_name():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        energy("E_dup", lambda v: v**2, x)
+        energy("E_dup", lambda v: v**4, x)
+
+    return model
+
+
+def bad_nonfinite_energy():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        energy("E_nan", lambda v: jnp.log(-jnp.abs(v) - 1.0), x)
+
+    return model
+
+
+# -- transitions -------------------------------------------------------------------------
+def transition_invariance(
+    beta: float, num: int, num_moves: int, seed_: int, step_size: float, stale_beta=None
+):
+    """Apply HMC moves at ``beta`` to exact draws of the 1-D path density.
+
+    ``stale_beta``: evaluate the starting potential and gradient at this beta instead (the
+    bug of reusing values cached at the previous temperature); the moves are then NOT
+    invariant, which shows the invariance test has power.
+
+    Path: log_base = log N(z; 0, 1), log_ratio = -2 (z - 1.5)^2, so pi_beta is Gaussian with
+    precision 1 + 4 beta and mean 6 beta / (1 + 4 beta). Returns (before, after) samples.
+    """
+
+    def log_parts(z):
+        return -0.5 * jnp.sum(z**2), -2.0 * jnp.sum((z - 1.5) ** 2)
+
+    prec = 1.0 + 4.0 * beta
+    mean = 6.0 * beta / prec
+    key = jax.random.PRNGKey(seed_)
+    k0, k1 = jax.random.split(key)
+    z0 = mean + jax.random.normal(k0, (num, 1)) / np.sqrt(prec)
+    move = jax.vmap(build_hmc_move(log_parts, 3), in_axes=(0, 0, 0, 0, None, None, None))
+
+    def pot(z):
+        lb, lr = log_parts(z)
+        return -(lb + beta * lr)
+
+    def pot_at(b):
+        return lambda z: -(log_parts(z)[0] + b * log_parts(z)[1])
+
+    start = pot if stale_beta is None else pot_at(stale_beta)
+    u = jax.vmap(start)(z0)
+    g = jax.vmap(jax.grad(start))(z0)
+    z = z0
+    for k in jax.random.split(k1, num_moves):
+        z, u, g, _ = move(jax.random.split(k, num), z, u, g, beta, step_size, jnp.ones(1))
+    return np.asarray(z0[:, 0]), np.asarray(z[:, 0])
+
+
+# -- NUTS ------------------------------------------------------------------------------
+def run_nuts(model, seed_: int, *model_args, num_warmup=500, num_samples=1000, num_chains=2):
+    """Run the PPL's own NUTS; returns (mcmc, {site: array (chains * draws, ...)})."""
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(seed_), *model_args, extra_fields=NUTS_EXTRA_FIELDS)
+    return mcmc, {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
