@@ -6,8 +6,23 @@ from types import SimpleNamespace
 
 
 def namespace(x) -> SimpleNamespace:
-    """Return the math functions for the array library of ``x`` (a jax or torch array)."""
+    """Return the math functions for the array library of ``x`` (numpy, jax or torch array)."""
     mod = type(x).__module__
+    if mod.startswith("numpy") or isinstance(x, float | int):
+        import numpy as np
+        from scipy.special import logsumexp as np_logsumexp
+
+        return SimpleNamespace(
+            name="numpy",
+            exp=np.exp,
+            log=np.log,
+            log1p=np.log1p,
+            sum=lambda a, axis: np.sum(a, axis=axis),
+            logsumexp=lambda a, axis: np_logsumexp(a, axis=axis),
+            stack=lambda seq, axis: np.stack(list(seq), axis=axis),
+            asarray=lambda c: np.asarray(c, dtype=np.float64),
+            where=np.where,
+        )
     if mod.startswith("torch"):
         import torch
 

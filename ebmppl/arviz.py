@@ -160,6 +160,12 @@ def to_arviz(obj, *, ais: AISResult | None = None):
     return _idata_from_groups(groups)
 
 
+def summary_text(idata, var_names=None) -> str:
+    """ArviZ summary table (mean, sd, HDI, MCSE, ESS, R-hat) of the posterior, as text."""
+    az = _az()
+    return az.summary(idata, var_names=var_names).to_string()
+
+
 def from_netcdf(path):
     """Read an InferenceData written by ebmppl (or ArviZ) from ``path``.
 
@@ -199,3 +205,148 @@ def ais_result_from_arviz(idata) -> AISResult:
         num_dropped=int(attrs.get("num_dropped", 0)),
         info={k: v for k, v in attrs.items() if k not in ("log_z", "log_z_se", "ess", "pareto_khat")},
     )
+
+
+# --- report helpers ---
+# Used by ebmppl.report (issue 5): every ArviZ call the reports make goes through these.
+
+
+def is_inference_data(obj) -> bool:
+    """Whether ``obj`` is an ArviZ ``InferenceData`` (checked without importing ArviZ)."""
+    return type(obj).__name__ == "InferenceData" and callable(getattr(obj, "groups", None))
+
+
+def group_arrays(idata, group: str) -> dict[str, np.ndarray]:
+    """Return ``{variable: array}`` of one group (empty dict when the group is absent)."""
+    if group not in idata.groups():
+        return {}
+    return {str(k): np.asarray(v) for k, v in idata[group].data_vars.items()}
+
+
+def group_attrs(idata, group: str) -> dict[str, Any]:
+    """Return the attributes of one group (empty dict when the group is absent)."""
+    if group not in idata.groups():
+        return {}
+    return dict(idata[group].attrs)
+
+
+class _QuietArviZ:
+    """Silence ArviZ's shape-validation log lines and its warnings inside a block."""
+
+    def __enter__(self):
+        import logging
+
+        self._logger = logging.getLogger("arviz")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        self._warn.__exit__(*exc)
+        self._logger.setLevel(self._level)
+        return False
+
+
+def summary_table(
+    idata, group: str = "posterior", hdi_prob: float = 0.94
+) -> tuple[list[str], list[str], np.ndarray]:
+    """``az.summary`` of one group as plain data: ``(row_labels, columns, values)``.
+
+    Columns: mean, sd, the HDI bounds, mcse_mean, mcse_sd, ess_bulk, ess_tail, r_hat
+    (unrounded; NaN where ArviZ cannot compute a value, e.g. R-hat with one chain).
+    """
+    if group not in idata.groups() or not idata[group].data_vars:
+        return [], [], np.zeros((0, 0))
+    az = _az()
+    with _QuietArviZ():
+        df = az.summary(idata, group=group, hdi_prob=hdi_prob, round_to="none")
+    values = df.to_numpy(dtype=np.float64, na_value=np.nan)
+    return [str(i) for i in df.index], [str(c) for c in df.columns], values
+
+
+def bfmi(idata) -> np.ndarray | None:
+    """E-BFMI per chain (``az.bfmi``), or None without ``sample_stats.energy``."""
+    if "energy" not in group_arrays(idata, "sample_stats"):
+        return None
+    az = _az()
+    with _QuietArviZ():
+        return np.asarray(az.bfmi(idata), dtype=np.float64)
+
+
+def _plot_subset(idata, max_vars: int, max_components: int):
+    """A small InferenceData (posterior + sample_stats) with at most ``max_vars`` variables and
+    ``max_components`` entries along each extra dimension, for legible plots."""
+    import xarray as xr
+
+    post = idata["posterior"]
+    names = [n for n in post.data_vars if np.issubdtype(post[n].dtype, np.number)][:max_vars]
+    ds = post[names]
+    extra = {d: slice(0, max_components) for d in ds.dims if d not in ("chain", "draw")}
+    ds = ds.isel(extra)
+    groups = {"posterior": xr.Dataset(ds.data_vars, attrs=dict(ds.attrs))}
+    if "sample_stats" in idata.groups():
+        groups["sample_stats"] = idata["sample_stats"]
+    az = _az()
+    with _QuietArviZ():
+        return az.InferenceData(**groups)
+
+
+def _num_panels(idata) -> int:
+    post = idata["posterior"]
+    return int(sum(np.prod(v.shape[2:], dtype=int) for v in post.data_vars.values()))
+
+
+def plot_trace_png(idata, *, max_vars: int = 6, max_components: int = 4) -> bytes | None:
+    """Trace plot (density and trace per variable, divergences marked) as PNG bytes."""
+    from ._report_plots import figure_png, new_figure
+
+    if "posterior" not in idata.groups() or not idata["posterior"].data_vars:
+        return None
+    sub = _plot_subset(idata, max_vars, max_components)
+    nvars = len(sub["posterior"].data_vars)
+    fig = new_figure(10, 2.0 * nvars + 0.5)
+    axes = fig.subplots(nvars, 2, squeeze=False)
+    az = _az()
+    with _QuietArviZ():
+        az.plot_trace(sub, axes=axes, show=False)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def plot_rank_png(idata, *, max_vars: int = 6, max_components: int = 2) -> bytes | None:
+    """Rank plots (one panel per scalar component, bars per chain) as PNG bytes."""
+    from ._report_plots import figure_png, new_figure
+
+    if "posterior" not in idata.groups() or not idata["posterior"].data_vars:
+        return None
+    sub = _plot_subset(idata, max_vars, max_components)
+    num = _num_panels(sub)
+    cols = min(num, 3)
+    rows = -(-num // cols)
+    fig = new_figure(3.4 * cols, 2.4 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[num:]:
+        ax.set_visible(False)
+    az = _az()
+    with _QuietArviZ():
+        az.plot_rank(sub, ax=axes[:num], show=False)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def plot_energy_png(idata) -> bytes | None:
+    """``az.plot_energy`` (marginal energy vs energy transition, with E-BFMI) as PNG bytes."""
+    from ._report_plots import figure_png, new_figure
+
+    if "energy" not in group_arrays(idata, "sample_stats"):
+        return None
+    fig = new_figure(6, 4)
+    ax = fig.subplots()
+    az = _az()
+    with _QuietArviZ():
+        az.plot_energy(idata, ax=ax, show=False)
+    fig.tight_layout()
+    return figure_png(fig)

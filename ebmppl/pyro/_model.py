@@ -193,8 +193,7 @@ class BatchedModel:
         self.model = model
         self.args = tuple(model_args)
         self.kwargs = dict(model_kwargs or {})
-        with poutine.block():
-            proto = poutine.trace(_UnsampleableInit()(model)).get_trace(*self.args, **self.kwargs)
+        proto = self._prototype_trace()
         self.prototype = proto
         nodes = proto.nodes
         sample_sites = {
@@ -257,6 +256,30 @@ class BatchedModel:
             {n: sample_sites[n]["value"].detach()[None] for n in self.latent}
         )
         self.vectorize, self.vectorize_reason = self._choose_route(vectorize)
+
+    def _prototype_trace(self):
+        """One run of the model (latent values drawn from the prior)."""
+
+        def run():
+            with poutine.block():
+                return poutine.trace(_UnsampleableInit()(self.model)).get_trace(
+                    *self.args, **self.kwargs
+                )
+
+        try:
+            return run()
+        except ValueError as err:
+            # Pyro's validation rejects a non-finite energy (Unit log_factor); AIS reports
+            # those itself, naming the site, so retry without validation for that case only.
+            with pyro.validation_enabled(False):
+                try:
+                    proto = run()
+                except Exception:
+                    raise err from None
+            for site in proto.nodes.values():
+                if is_energy_site(site) and not torch.isfinite(site["fn"].log_factor).all():
+                    return proto
+            raise
 
     # -- constrained <-> unconstrained ----------------------------------------------------
     def constrain(self, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
