@@ -18,12 +18,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AISResult",
+    "__version__",
     "diagnostics",
     "make_schedule",
     "problems",
     "schedules",
     "to_arviz",
-    "__version__",
 ]
 
 

@@ -57,7 +57,9 @@ class AISOptions:
         num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
         num_mcmc_steps = check_positive_int(num_mcmc_steps, "num_mcmc_steps")
         if step_size is not None:
-            if not (isinstance(step_size, (int, float)) and np.isfinite(step_size) and step_size > 0):
+            if not (
+                isinstance(step_size, (int, float)) and np.isfinite(step_size) and step_size > 0
+            ):
                 raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
             step_size = float(step_size)
         if not (isinstance(target_accept, (int, float)) and 0.0 < target_accept < 1.0):
@@ -102,9 +104,7 @@ def progress_printer(label: str, total: int):
         elapsed = time.perf_counter() - start
         acc = float(np.asarray(info.acceptance_rate)[-1])
         ess = float(np.asarray(info.ess)[-1])
-        line = (
-            f"{label}: step {done}/{total} [{elapsed:.1f}s] acceptance {acc:.2f}, ESS {ess:.0f}"
-        )
+        line = f"{label}: step {done}/{total} [{elapsed:.1f}s] acceptance {acc:.2f}, ESS {ess:.0f}"
         end = "\n" if (done >= total or not tty) else ""
         sys.stderr.write(("\r" if tty else "") + line + end)
         sys.stderr.flush()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .results import AISResult
 
-__all__ = ["to_arviz", "from_netcdf", "ais_result_from_arviz"]
+__all__ = ["ais_result_from_arviz", "from_netcdf", "to_arviz"]
 
 _FUTURE = r"\s*ArviZ is undergoing a major refactor"
 
@@ -82,7 +82,9 @@ def _idata_from_groups(groups: dict[str, Any]):
         data.attrs.update(_clean_attrs(attrs))
         datasets[group] = data
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*not .*InferenceData scheme", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*not .*InferenceData scheme", category=UserWarning
+        )
         return az.InferenceData(**datasets)
 
 
@@ -120,7 +122,11 @@ def _ais_groups(result: AISResult) -> dict:
         },
         sample=False,
     )
-    return {"ais": ais_ds, "ais_particles": particles, "attrs": {"inference_library": result.backend}}
+    return {
+        "ais": ais_ds,
+        "ais_particles": particles,
+        "attrs": {"inference_library": result.backend},
+    }
 
 
 def _mcmc_groups(obj) -> dict | None:
@@ -203,7 +209,9 @@ def ais_result_from_arviz(idata) -> AISResult:
         backend=str(attrs.get("backend", "unknown")),
         gradient_evaluations=int(attrs.get("gradient_evaluations", 0)),
         num_dropped=int(attrs.get("num_dropped", 0)),
-        info={k: v for k, v in attrs.items() if k not in ("log_z", "log_z_se", "ess", "pareto_khat")},
+        info={
+            k: v for k, v in attrs.items() if k not in ("log_z", "log_z_se", "ess", "pareto_khat")
+        },
     )
 
 

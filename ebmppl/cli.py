@@ -26,9 +26,9 @@ def _demo_numpyro(prob, args):
         progress_bar=False,
     )
     mcmc.run(jax.random.PRNGKey(args.seed), extra_fields=NUTS_EXTRA_FIELDS)
-    ais = AIS(
-        model, num_particles=args.num_particles, num_steps=args.num_steps, progress=True
-    ).run(jax.random.PRNGKey(args.seed + 1))
+    ais = AIS(model, num_particles=args.num_particles, num_steps=args.num_steps, progress=True).run(
+        jax.random.PRNGKey(args.seed + 1)
+    )
     return mcmc, ais
 
 
@@ -79,7 +79,7 @@ def demo(args) -> int:
     idata = to_arviz(mcmc, ais=ais)
     x_nuts = idata.posterior["x"].values
     per_chain = np.stack([modes(c).mean(0) for c in x_nuts])
-    fmt = lambda v: "[" + ", ".join(f"{a:.3f}" for a in v) + "]"  # noqa: E731
+    fmt = lambda v: "[" + ", ".join(f"{a:.3f}" for a in v) + "]"
     print("\nmode weights (nearest centre):")
     print(f"  exact              {fmt(prob.extra['mode_weights'])}")
     print(f"  AIS (weighted)     {fmt(w_ais)} ± {fmt(se_ais)}")

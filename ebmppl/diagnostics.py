@@ -12,14 +12,14 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = [
-    "log_mean_exp",
-    "normalized_weights",
-    "weight_ess",
-    "log_z_from_weights",
-    "pareto_khat",
-    "weighted_expectation",
-    "resample_indices",
     "combine_log_z",
+    "log_mean_exp",
+    "log_z_from_weights",
+    "normalized_weights",
+    "pareto_khat",
+    "resample_indices",
+    "weight_ess",
+    "weighted_expectation",
 ]
 
 
@@ -113,9 +113,7 @@ def pareto_khat(log_weights) -> float:
     return _gpd_fit(exceed)
 
 
-def weighted_expectation(
-    log_weights, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def weighted_expectation(log_weights, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Self-normalised importance estimate of E[f] and its Monte Carlo standard error.
 
     Args:

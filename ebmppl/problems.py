@@ -23,14 +23,14 @@ from ._xp import namespace
 
 __all__ = [
     "Problem",
-    "gaussian",
-    "mixture",
-    "double_well",
-    "banana",
-    "funnel",
-    "positive",
     "all_problems",
+    "banana",
+    "double_well",
+    "funnel",
+    "gaussian",
     "get_problem",
+    "mixture",
+    "positive",
 ]
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -157,7 +157,7 @@ def mixture(*, prior_scale: float = 3.0) -> Problem:
 
 
 def _quad(fn, lo=-np.inf, hi=np.inf) -> float:
-    val, err = integrate.quad(fn, lo, hi, epsabs=0, epsrel=1e-11, limit=500)
+    val, _err = integrate.quad(fn, lo, hi, epsabs=0, epsrel=1e-11, limit=500)
     return float(val)
 
 

@@ -9,9 +9,9 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest  # noqa: E402
+import pytest
 
-from ebmppl._backend import available  # noqa: E402
+from ebmppl._backend import available
 
 BACKENDS = ("numpyro", "pyro")
 REQUIRE_ALL = os.environ.get("EBMPPL_REQUIRE_ALL_BACKENDS", "") not in ("", "0")

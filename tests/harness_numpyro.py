@@ -18,7 +18,7 @@ from ebmppl.numpyro import AIS, NUTS_EXTRA_FIELDS, build_hmc_move, energy, probl
 
 NAME = "numpyro"
 
-__all__ = ["NAME", "problem_model", "run_ais", "make_ais", "trace_model"]
+__all__ = ["NAME", "make_ais", "problem_model", "run_ais", "trace_model"]
 
 
 def make_ais(model, **options):

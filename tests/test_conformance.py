@@ -6,8 +6,6 @@ budget ~1e-5 per check) and floor 0.02 nats, after gating on the weight ESS.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
@@ -42,9 +40,7 @@ def assert_close_to_exact(result, exact, min_ess=100):
 def test_exact_problems(backend, name):
     prob = problems.get_problem(name)
     n, steps, extra = BUDGETS[name]
-    res = backend.run_ais(
-        backend.problem_model(prob), 1, num_particles=n, num_steps=steps, **extra
-    )
+    res = backend.run_ais(backend.problem_model(prob), 1, num_particles=n, num_steps=steps, **extra)
     assert res.backend == backend.NAME
     assert res.num_particles == n and res.num_steps == steps
     assert_close_to_exact(res, prob.log_z)
@@ -115,9 +111,7 @@ def test_log_z_se_is_honest(backend):
     """
     prob = problems.gaussian(10)
     model = backend.problem_model(prob)
-    runs = [
-        backend.run_ais(model, 100 + s, num_particles=200, num_steps=200) for s in range(20)
-    ]
+    runs = [backend.run_ais(model, 100 + s, num_particles=200, num_steps=200) for s in range(20)]
     log_z = np.array([r.log_z for r in runs])
     se = np.array([r.log_z_se for r in runs])
     spread = log_z.std(ddof=1)
@@ -221,7 +215,7 @@ def test_nuts_recovers_moments(backend):
     import arviz as az
 
     prob = problems.gaussian(2)
-    mcmc, samples = backend.run_nuts(backend.problem_model(prob), 0, num_samples=1000)
+    _mcmc, samples = backend.run_nuts(backend.problem_model(prob), 0, num_samples=1000)
     x = samples["x"]
     chains = x.reshape(2, -1, 2)
     ess = np.array([az.ess(chains[..., i]) for i in range(2)])
@@ -267,7 +261,7 @@ def test_energy_value_sign(backend):
     import ebmppl
 
     prob = problems.gaussian(2)
-    mcmc, samples = backend.run_nuts(
+    mcmc, _samples = backend.run_nuts(
         backend.problem_model(prob), 0, num_warmup=100, num_samples=50
     )
     idata = ebmppl.to_arviz(mcmc)
@@ -304,5 +298,3 @@ def test_cross_backend_agreement():
     rb = b.run_ais(b.problem_model(prob), 11, num_particles=1000, num_steps=100)
     combined = np.hypot(ra.log_z_se, rb.log_z_se)
     assert abs(ra.log_z - rb.log_z) < K * combined + FLOOR, (ra, rb)
-
-

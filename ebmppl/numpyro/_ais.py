@@ -22,7 +22,7 @@ from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import ModelPotential
 
-__all__ = ["AIS", "AISState", "AISInfo", "build_hmc_move", "build_ais_step"]
+__all__ = ["AIS", "AISInfo", "AISState", "build_ais_step", "build_hmc_move"]
 
 
 class AISState(NamedTuple):
@@ -85,9 +85,7 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
             p = p - 0.5 * step_size * g
             return (z, p, u, g), None
 
-        (z1, p1, u1, g1), _ = lax.scan(
-            leapfrog, (z, p0, u0, g0), None, length=num_leapfrog_steps
-        )
+        (z1, p1, u1, g1), _ = lax.scan(leapfrog, (z, p0, u0, g0), None, length=num_leapfrog_steps)
         kin0 = 0.5 * jnp.sum(inverse_mass * p0**2)
         kin1 = 0.5 * jnp.sum(inverse_mass * p1**2)
         log_accept = (u0 + kin0) - (u1 + kin1)
@@ -287,7 +285,9 @@ class AIS:
             if report is not None:
                 jax.block_until_ready(state.log_weights)
                 report(min((c + 1) * chunk, num_steps), info)
-        info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos)
+        info = jax.tree.map(
+            lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos
+        )
         log_w = np.asarray(state.log_weights, dtype=np.float64)
         num_dropped = int(np.sum(~np.isfinite(log_w)))
         if num_dropped == n:
@@ -347,7 +347,9 @@ def _check_initial_energies(pot: ModelPotential, energies, parts, z0) -> None:
             _complain(int(bad.sum()), n, f"energy site '{name}'")
     _, lr = parts(z0)
     bad = ~np.isfinite(np.asarray(lr))
-    _complain(int(bad.sum()), n, f"the model's annealed sites {pot.observed_names + pot.energy_names}")
+    _complain(
+        int(bad.sum()), n, f"the model's annealed sites {pot.observed_names + pot.energy_names}"
+    )
 
 
 def _complain(num_bad: int, n: int, what: str) -> None:
@@ -362,4 +364,8 @@ def _complain(num_bad: int, n: int, what: str) -> None:
             msg + ". Make the energy finite wherever the prior puts mass (e.g. clip its input), "
             "or give AIS a reference= distribution that stays where it is finite"
         )
-    warnings.warn(msg + "; those particles get zero weight (counted in num_dropped)", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        msg + "; those particles get zero weight (counted in num_dropped)",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -11,9 +11,11 @@ from numpyro.distributions.distribution import Unit
 from numpyro.handlers import trace
 from numpyro.primitives import _PYRO_STACK, Messenger
 
+from .._checks import check_energy_shape
+
 ENERGY_TAG = "ebmppl_energy"
 
-__all__ = ["energy", "tempered", "is_energy_site", "is_annealed_site", "ENERGY_TAG"]
+__all__ = ["ENERGY_TAG", "energy", "is_annealed_site", "is_energy_site", "tempered"]
 
 
 def _plate_batch_shape() -> tuple[int, ...]:
@@ -67,18 +69,7 @@ def energy(name: str, fn: Callable[..., Any], *args: Any, temperature: float = 1
     value = jnp.asarray(fn(*args, **kwargs))
     if not jnp.issubdtype(value.dtype, jnp.floating):
         value = value.astype(jnp.result_type(float))
-    batch = _plate_batch_shape()
-    try:
-        broadcast = jnp.broadcast_shapes(value.shape, batch)
-    except ValueError:
-        broadcast = None
-    if broadcast is None or len(value.shape) > len(batch) or broadcast != tuple(batch):
-        where = f"inside plates with batch shape {batch}" if batch else "outside any plate"
-        raise ValueError(
-            f"energy site '{name}': fn returned shape {tuple(value.shape)}, but {where} the "
-            f"energy must have a shape broadcastable to {batch or '()'} (a scalar per plate "
-            "element). Sum over event dimensions inside fn, or wrap the site in numpyro.plate."
-        )
+    check_energy_shape(name, tuple(value.shape), _plate_batch_shape(), "numpyro.plate")
     log_factor = -value / temperature
     unit = Unit(log_factor)
     numpyro.sample(

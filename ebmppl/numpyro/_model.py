@@ -44,10 +44,10 @@ def _constraint_kind(c):
 def _improper_init(site):
     """A value for sites that cannot be sampled (ImproperUniform): zero in unconstrained space."""
     fn = site["fn"]
-    if site["type"] == "sample" and not site["is_observed"]:
-        if isinstance(_base_dist(fn), dist.ImproperUniform):
-            t = biject_to(fn.support)
-            return t(jnp.zeros(t.inverse_shape(fn.shape())))
+    improper = isinstance(_base_dist(fn), dist.ImproperUniform)
+    if site["type"] == "sample" and not site["is_observed"] and improper:
+        t = biject_to(fn.support)
+        return t(jnp.zeros(t.inverse_shape(fn.shape())))
     return None
 
 
@@ -101,7 +101,7 @@ class ModelPotential:
         if reference is None:
             for name, (_, _, site) in self.latent.items():
                 if isinstance(_base_dist(site["fn"]), dist.ImproperUniform):
-                    raise ValueError(
+                    raise ValueError(  # noqa: TRY004 - a bad model, not a bad type
                         f"latent site '{name}' has an improper prior "
                         f"({type(_base_dist(site['fn'])).__name__}), which AIS cannot start "
                         "from. Pass reference={'" + name + "': <a proper distribution>} "
