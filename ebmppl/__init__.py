@@ -11,6 +11,7 @@ Backends live in :mod:`ebmppl.numpyro` and :mod:`ebmppl.pyro` and are imported o
 from __future__ import annotations
 
 from . import diagnostics, problems, schedules
+from .reporting import compare, report
 from .results import AISResult
 from .schedules import make_schedule
 
@@ -19,9 +20,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AISResult",
     "__version__",
+    "compare",
     "diagnostics",
     "make_schedule",
     "problems",
+    "report",
     "schedules",
     "to_arviz",
 ]

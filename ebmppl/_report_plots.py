@@ -1,4 +1,4 @@
-"""Matplotlib figures for :mod:`ebmppl.report` (no ArviZ here; ArviZ plots are in ebmppl.arviz).
+"""Matplotlib figures for :mod:`ebmppl.reporting` (no ArviZ here; ArviZ plots are in ebmppl.arviz).
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas: nothing touches pyplot,
 the global backend or a display, so reports can be made in a notebook, a headless job or a

@@ -244,7 +244,8 @@ class _QuietArviZ:
     def __enter__(self):
         import logging
 
-        self._logger = logging.getLogger("arviz")
+        # ArviZ logs through its own Logger("arviz") instance, not logging.getLogger("arviz").
+        self._logger = getattr(_az(), "_log", None) or logging.getLogger("arviz")
         self._level = self._logger.level
         self._logger.setLevel(logging.ERROR)
         self._warn = warnings.catch_warnings()

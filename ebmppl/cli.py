@@ -91,14 +91,11 @@ def demo(args) -> int:
     out = args.out
     idata.to_netcdf(out)
     print(f"\nInferenceData (posterior, sample_stats, energy, ais, ais_particles) -> {out}")
-    try:
-        from .report import report
-    except ImportError:
-        report = None
-    if report is not None and args.report:
+    if args.report:
+        from .reporting import report
+
         rep = report(idata, args.report)
-        print(f"report -> {args.report}")
-        print(str(rep).splitlines()[0] if str(rep) else "")
+        print(f"report -> {args.report}: {rep.verdict_line()}")
     print(f"done in {elapsed:.1f}s")
     return 0
 
@@ -117,12 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="ebmppl-demo.nc", help="InferenceData netCDF output")
     d.add_argument("--report", default="ebmppl-demo.html", help="HTML report output ('' = none)")
-    try:
-        from ._report_cli import add_report_parser
-    except ImportError:
-        pass
-    else:
-        add_report_parser(sub)
+    from ._report_cli import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -80,15 +80,19 @@ class Threshold:
         """The limit that ``status`` broke (None for pass)."""
         return {"warn": self.warn, "fail": self.fail}.get(status)
 
-    def describe(self, unit: str = "") -> str:
-        """E.g. ``"warn > 0.5, fail > 0.7"``."""
+    def describe(self, unit: str = "", of: str = "") -> str:
+        """E.g. ``"warn > 0.5, fail > 0.7"``; with ``of`` the limits are fractions, shown as
+        percentages of it (``"warn > 0%, fail > 10% of particles"``)."""
         op = ">" if self.higher_is_worse else "<"
         parts = [
-            f"{name} {op} {_fmt(lim)}{unit}"
-            for name, lim in (("warn", self.warn), ("fail", self.fail))
+            f"{name} {op} {f'{lim:.3g}%' if of else _fmt(lim)}{unit}"
+            for name, lim in (
+                ("warn", self.warn if not of or self.warn is None else 100 * self.warn),
+                ("fail", self.fail if not of or self.fail is None else 100 * self.fail),
+            )
             if lim is not None
         ]
-        return ", ".join(parts)
+        return ", ".join(parts) + (f" of {of}" if of and parts else "")
 
 
 #: Every threshold used by the checks (see each check's ``threshold`` string in a report).
@@ -688,15 +692,16 @@ class Comparison:
             )
         t = THRESHOLDS["pareto_khat"]
         for name, k in zip(self.names, self.pareto_khat, strict=True):
-            if not np.isnan(k) and t.status(float(k)) == "fail":
+            status = "pass" if np.isnan(k) else t.status(float(k))
+            if status != "pass":
                 out.append(
                     Check(
                         f"compare.reliability.{name}",
-                        "fail",
+                        status,
                         float(k),
                         f"k-hat: {t.describe()}",
-                        f"k-hat {_num(k)} > {_num(t.fail)} for {name}: Bayes factors "
-                        "involving it are unreliable",
+                        f"k-hat {_num(k)} > {_num(t.limit(status))} for {name}: Bayes factors "
+                        "involving it are " + ("unreliable" if status == "fail" else "uncertain"),
                         f"rerun {name} with more num_steps or an adaptive schedule",
                         f"log Z of {name} reliable",
                     )
@@ -895,10 +900,10 @@ class _Builder:
         self.sections: list[Section] = []
         self.kinds: list[str] = []
 
-    def check(self, name, key, value, message, fix, label, *, unit="", status=None):
+    def check(self, name, key, value, message, fix, label, *, unit="", of="", status=None):
         t = THRESHOLDS[key]
         st = status or t.status(value)
-        self.checks.append(Check(name, st, value, t.describe(unit), message, fix, label))
+        self.checks.append(Check(name, st, value, t.describe(unit, of), message, fix, label))
 
     def figure(self, items: list, title: str, make, caption: str = "") -> None:
         if not self.plots:
@@ -988,6 +993,7 @@ class _Builder:
             "make the energy finite wherever the prior puts mass (e.g. clip its input) or "
             "pass a reference= distribution that stays where it is finite",
             "dropped particles",
+            of="particles",
         )
 
         acc = np.asarray(res.acceptance_rate, dtype=np.float64)
@@ -1301,6 +1307,7 @@ class _Builder:
                 f"{count} divergent transitions of {total} draws",
                 "raise target_accept (e.g. 0.95) or reparametrise (non-centred)",
                 "divergences",
+                of="draws",
             )
         else:
             notes.append("No divergence information in sample_stats.")
@@ -1337,6 +1344,7 @@ class _Builder:
                 "raise max_tree_depth, or reparametrise / use a dense mass matrix (an "
                 "efficiency problem, not a bias)",
                 "tree depth saturation",
+                of="draws",
             )
         rows = []
         for c in range(chains):
@@ -1448,8 +1456,8 @@ class _Builder:
                     "mcmc.r_hat",
                     "r_hat",
                     float(r[i]),
-                    f"R-hat {_num(float(r[i]))}"
-                    + (f" > {_num(t.limit(st))}" if st != "pass" else "")
+                    f"R-hat {float(r[i]):.3f}"
+                    + (f" > {t.limit(st)}" if st != "pass" else "")
                     + f" ({labels[i]})",
                     "run longer chains (more warmup and samples) or reparametrise; chains stuck "
                     "in different modes of a multimodal target need AIS instead",
