@@ -110,3 +110,76 @@ def progress_printer(label: str, total: int):
         sys.stderr.flush()
 
     return report
+
+
+RESAMPLING = ("systematic", "multinomial")
+
+
+@dataclass(frozen=True)
+class SMCOptions:
+    """Validated options of tempered SMC (AIS + adaptive schedule + resampling + replicas)."""
+
+    base: AISOptions
+    adaptive: bool
+    target_cess: float
+    max_steps: int
+    resampling: str | None
+    resample_threshold: float
+    num_replicas: int
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        schedule="adaptive",
+        num_steps: int | None = None,
+        target_cess: float = 0.95,
+        max_steps: int = 500,
+        resampling: str | None = "systematic",
+        resample_threshold: float = 0.5,
+        num_replicas: int = 4,
+        **ais_options,
+    ) -> SMCOptions:
+        adaptive = isinstance(schedule, str) and schedule == "adaptive"
+        max_steps = check_positive_int(max_steps, "max_steps")
+        if adaptive:
+            if num_steps is not None:
+                raise ValueError(
+                    "num_steps is chosen by the adaptive schedule; give max_steps (a cap) "
+                    "instead, or a fixed schedule"
+                )
+            base = AISOptions.create(schedule="linear", num_steps=max_steps, **ais_options)
+        else:
+            base = AISOptions.create(
+                schedule=schedule, num_steps=100 if num_steps is None else num_steps, **ais_options
+            )
+        if not (isinstance(target_cess, (int, float)) and 0.0 < target_cess < 1.0):
+            raise ValueError(f"target_cess must lie in (0, 1), got {target_cess!r}")
+        if resampling is not None and resampling not in RESAMPLING:
+            raise ValueError(f"resampling must be one of {RESAMPLING} or None, got {resampling!r}")
+        if not (isinstance(resample_threshold, (int, float)) and 0.0 <= resample_threshold <= 1.0):
+            raise ValueError(f"resample_threshold must lie in [0, 1], got {resample_threshold!r}")
+        num_replicas = check_positive_int(num_replicas, "num_replicas")
+        return cls(
+            base,
+            adaptive,
+            float(target_cess),
+            max_steps,
+            resampling,
+            float(resample_threshold),
+            num_replicas,
+        )
+
+    def describe(self) -> dict:
+        d = self.base.describe()
+        if self.adaptive:
+            d["schedule"] = "adaptive"
+            d.pop("num_steps")
+        d.update(
+            target_cess=self.target_cess if self.adaptive else None,
+            max_steps=self.max_steps,
+            resampling=self.resampling or "none",
+            resample_threshold=self.resample_threshold,
+            num_replicas=self.num_replicas,
+        )
+        return d

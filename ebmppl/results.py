@@ -103,10 +103,21 @@ class AISResult:
         """Estimate E_target[fn] from the weighted particles.
 
         ``fn`` maps the particle dict (each array (N, ...)) to values (N, ...). Returns
-        ``(mean, se)``: the self-normalised estimate and its Monte Carlo standard error.
+        ``(mean, se)``: the self-normalised estimate and its Monte Carlo standard error (for
+        SMC runs with replicas, from the spread of the per-replica estimates).
         """
         values = diagnostics.apply_to_particles(fn, self.particles)
-        return diagnostics.weighted_expectation(self.log_weights, values)
+        mean, se = diagnostics.weighted_expectation(self.log_weights, values)
+        replicas = int(self.info.get("num_replicas", 1) or 1)
+        if replicas >= 2 and self.info.get("se_method") == "replicas":
+            # Resampled particles are not independent: take the error from the replicas.
+            lw = self.log_weights.reshape(replicas, -1)
+            vals = values.reshape((replicas, -1) + values.shape[1:])
+            per = np.stack(
+                [diagnostics.weighted_expectation(w, v)[0] for w, v in zip(lw, vals, strict=True)]
+            )
+            se = per.std(axis=0, ddof=1) / np.sqrt(replicas)
+        return mean, se
 
     def resample(
         self, num: int | None = None, *, method: str = "systematic", seed=None

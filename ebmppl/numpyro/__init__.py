@@ -12,17 +12,23 @@ from ._energy import energy, is_energy_site, tempered
 from ._mcmc_data import NUTS_EXTRA_FIELDS
 from ._model import ModelPotential
 from ._problems import problem_model
+from ._smc import SMC, SMCInfo, SMCState, build_smc_step, next_beta_by_cess
 
 __all__ = [
     "AIS",
     "NUTS_EXTRA_FIELDS",
+    "SMC",
     "AISInfo",
     "AISState",
     "ModelPotential",
+    "SMCInfo",
+    "SMCState",
     "build_ais_step",
     "build_hmc_move",
+    "build_smc_step",
     "energy",
     "is_energy_site",
+    "next_beta_by_cess",
     "problem_model",
     "tempered",
 ]

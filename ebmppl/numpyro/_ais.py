@@ -102,40 +102,30 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
     return move
 
 
-def build_ais_step(log_parts: LogParts, opts: AISOptions):
-    """Return ``step(state, (t, beta_prev, beta, active), rng_key) -> (state, info)``.
+def build_mutation(log_parts: LogParts, opts: AISOptions):
+    """Return ``mutate(key, z, u, g, beta, alive, step_size, inverse_mass)``.
 
-    The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
-    current positions, then ``num_mcmc_steps`` HMC moves at ``beta`` follow. Non-finite
-    increments drop the particle (log weight -inf). ``active=False`` makes a no-op step (used
-    to pad the last chunk of a chunked run).
+    Runs ``num_mcmc_steps`` HMC moves of every particle at ``beta`` (per-particle jittered step
+    sizes), then adapts the step size towards ``target_accept`` and the diagonal inverse mass
+    to the live particles' variance. ``u``/``g`` must be the potential and gradient at ``z`` for
+    this beta. Returns ``(z_new, mean_acceptance, new_step_size, new_inverse_mass)``.
     """
-    potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
     move = jax.vmap(
         build_hmc_move(log_parts, opts.num_leapfrog_steps), in_axes=(0, 0, 0, 0, None, 0, None)
     )
 
-    def step(state: AISState, xs, rng_key):
-        t, beta_prev, beta, active = xs
-        key = jax.random.fold_in(rng_key, t)
-        z = state.position
+    def mutate(key, z, u, g, beta, alive, step_size, inverse_mass):
         n = z.shape[0]
-        u, g, _, lr = potential(z, beta)
-        incr = jnp.where(beta > beta_prev, (beta - beta_prev) * lr, 0.0)
-        log_w = state.log_weights + jnp.where(jnp.isfinite(incr), incr, -jnp.inf)
-        log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
-        alive = jnp.isfinite(log_w)
         num_alive = jnp.maximum(jnp.sum(alive), 1)
-
         k_jit, k_moves = jax.random.split(key)
         jit = jax.random.uniform(
             k_jit, (n,), z.dtype, 1.0 - opts.step_size_jitter, 1.0 + opts.step_size_jitter
         )
-        eps = state.step_size * jit
+        eps = step_size * jit
 
         def one_move(carry, k):
             z, u, g, acc = carry
-            z, u, g, a = move(jax.random.split(k, n), z, u, g, beta, eps, state.inverse_mass)
+            z, u, g, a = move(jax.random.split(k, n), z, u, g, beta, eps, inverse_mass)
             return (z, u, g, acc + a), None
 
         (z_new, _, _, acc), _ = lax.scan(
@@ -145,25 +135,63 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
         )
         acc = acc / opts.num_mcmc_steps
         mean_acc = jnp.sum(jnp.where(alive, acc, 0.0)) / num_alive
-        step_size = state.step_size
+        new_step = step_size
         if opts.adapt_step_size:
-            step_size = step_size * jnp.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
-        inverse_mass = state.inverse_mass
+            new_step = step_size * jnp.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
+        new_inv_mass = inverse_mass
         if opts.adapt_mass:
             mask = alive[:, None]
             mean = jnp.sum(jnp.where(mask, z_new, 0.0), 0) / num_alive
             var = jnp.sum(jnp.where(mask, (z_new - mean) ** 2, 0.0), 0) / num_alive
             # Stan-style shrinkage towards a small constant keeps the metric well defined.
             var = (num_alive / (num_alive + 5.0)) * var + 1e-3 * (5.0 / (num_alive + 5.0))
-            inverse_mass = jnp.where(jnp.all(jnp.isfinite(var)), var, inverse_mass)
+            new_inv_mass = jnp.where(jnp.all(jnp.isfinite(var)), var, inverse_mass)
+        return z_new, mean_acc, new_step, new_inv_mass
+
+    return mutate
+
+
+def weight_update(log_weights, log_ratio, beta_prev, beta):
+    """Add ``(beta - beta_prev) * log_ratio``; non-finite increments drop the particle (-inf)."""
+    incr = jnp.where(beta != beta_prev, (beta - beta_prev) * log_ratio, 0.0)
+    log_w = log_weights + jnp.where(jnp.isfinite(incr), incr, -jnp.inf)
+    return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+
+
+def kish_ess(log_weights):
+    """Kish ESS ``1 / sum(W^2)`` of the normalised weights (0-d array)."""
+    lw_norm = log_weights - jax.nn.logsumexp(log_weights)
+    return 1.0 / jnp.sum(jnp.exp(2 * lw_norm))
+
+
+def build_ais_step(log_parts: LogParts, opts: AISOptions):
+    """Return ``step(state, (t, beta_prev, beta, active), rng_key) -> (state, info)``.
+
+    The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
+    current positions, then ``num_mcmc_steps`` HMC moves at ``beta`` follow. Non-finite
+    increments drop the particle (log weight -inf). ``active=False`` makes a no-op step (used
+    to pad the last chunk of a chunked run). Betas may also decrease (reverse AIS).
+    """
+    potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
+    mutate = build_mutation(log_parts, opts)
+
+    def step(state: AISState, xs, rng_key):
+        t, beta_prev, beta, active = xs
+        key = jax.random.fold_in(rng_key, t)
+        z = state.position
+        u, g, _, lr = potential(z, beta)
+        log_w = weight_update(state.log_weights, lr, beta_prev, beta)
+        alive = jnp.isfinite(log_w)
+        z_new, mean_acc, step_size, inverse_mass = mutate(
+            key, z, u, g, beta, alive, state.step_size, state.inverse_mass
+        )
         new = AISState(z_new, log_w, step_size, inverse_mass)
         new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
-        lw_norm = log_w - jax.nn.logsumexp(log_w)
         info = AISInfo(
             acceptance_rate=mean_acc,
             step_size=state.step_size,
-            ess=1.0 / jnp.sum(jnp.exp(2 * lw_norm)),
-            num_dropped=n - jnp.sum(alive),
+            ess=kish_ess(log_w),
+            num_dropped=z.shape[0] - jnp.sum(alive),
         )
         return new, info
 
