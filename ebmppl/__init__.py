@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from . import diagnostics, problems, schedules
 from .reporting import compare, report
-from .results import AISResult
+from .results import AISResult, BDMCResult
 from .schedules import make_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AISResult",
+    "BDMCResult",
     "__version__",
     "compare",
     "diagnostics",

@@ -61,6 +61,17 @@ class Problem:
     var: np.ndarray | None = field(default=None, repr=False)
     multimodal: bool = False
     extra: dict = field(default_factory=dict, repr=False)
+    sampler: Callable | None = field(default=None, repr=False)
+
+    def sample(self, num: int, seed: int = 0) -> np.ndarray:
+        """Exact draws from the normalised target, shape (num, dim) (or (num,) if dim == 0).
+
+        Available for problems with a known sampler (Gaussians, the mixture, the positive
+        latent); used for BDMC upper bounds and for checking samplers.
+        """
+        if self.sampler is None:
+            raise NotImplementedError(f"problem {self.name!r} has no exact sampler")
+        return self.sampler(num, np.random.default_rng(seed))
 
     def energy(self, x):
         """Energy of ``x`` (jax or torch array, shape (..., dim) or (...) if dim == 0)."""
@@ -111,6 +122,7 @@ def gaussian(dim: int = 2, *, prior_scale: float = 2.0, seed: int = 0) -> Proble
         mean=post_mean,
         var=np.diag(post_cov).copy(),
         extra={"prec": prec, "m": m, "post_cov": post_cov},
+        sampler=lambda num, rng: rng.multivariate_normal(post_mean, post_cov, size=num),
     )
 
 
@@ -153,6 +165,10 @@ def mixture(*, prior_scale: float = 3.0) -> Problem:
         var=second - mean**2,
         multimodal=True,
         extra={"mode_weights": mode_weights, "mode_centers": mu},
+        sampler=lambda num, rng: (
+            comp_mean[rng.choice(3, size=num, p=mode_weights)]
+            + np.sqrt(comp_var) * rng.normal(size=(num, 2))
+        ),
     )
 
 
@@ -270,6 +286,7 @@ def positive(*, shape: float = 2.0, rate: float = 1.0, slope: float = 3.0, power
         "Gamma prior, Poisson-like energy",
         mean=np.array((a + k) / (b + c)),
         var=np.array((a + k) / (b + c) ** 2),
+        sampler=lambda num, rng: rng.gamma(a + k, 1.0 / (b + c), size=num),
     )
 
 

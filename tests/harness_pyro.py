@@ -7,6 +7,7 @@ so the conformance tests never mention a backend. Seeds become explicit ``torch.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -21,7 +22,19 @@ from ebmppl.pyro._ais import build_potential
 
 NAME = "pyro"
 
-__all__ = ["NAME", "problem_model", "run_ais", "make_ais", "trace_model"]
+__all__ = ["NAME", "make_ais", "problem_model", "run_ais", "trace_model"]
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Particle batches here are small: one intra-op thread avoids OpenMP spin-waiting, which
+    costs 10x on a 2-core machine shared with other processes (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_ais(model, **options):
@@ -31,7 +44,9 @@ def make_ais(model, **options):
 def run_ais(model, seed_: int, *model_args, **options):
     """Run AIS with integer seed ``seed_``; returns an AISResult."""
     generator = torch.Generator().manual_seed(seed_)
-    return make_ais(model, **options).run(*model_args, generator=generator)
+    ais = make_ais(model, **options)
+    with _one_thread():
+        return ais.run(*model_args, generator=generator)
 
 
 def trace_model(model, *args):
@@ -162,7 +177,7 @@ def run_nuts(model, seed_: int, *model_args, num_warmup=500, num_samples=1000, n
     Uses :class:`ebmppl.pyro.NUTS` (``pyro.infer.NUTS`` recording sample statistics) with
     ``jit_compile=True``, chains one after another in this process.
     """
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with _one_thread(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # On a machine with <= num_chains CPUs Pyro runs the chains sequentially and says so.
         warnings.filterwarnings("ignore", message=r"num_chains=\d+ is more than available_cpu")
         torch.manual_seed(seed_)

@@ -257,3 +257,14 @@ def test_missing_backend_error_names_the_extra(monkeypatch):
     monkeypatch.setattr(_backend.importlib, "import_module", fake_import)
     with pytest.raises(ImportError, match=r"pip install 'ebmppl\[pyro\]'"):
         _backend.require("pyro")
+
+
+@pytest.mark.parametrize("name", ["gaussian10", "mixture", "positive"])
+def test_exact_samplers_match_exact_moments(name):
+    prob = problems.get_problem(name)
+    x = prob.sample(200_000, seed=1)
+    n = x.shape[0]
+    assert np.all(np.abs(x.mean(0) - prob.mean) < 4.4 * np.sqrt(prob.var / n))
+    assert np.all(np.abs(x.var(0) - prob.var) < 4.4 * prob.var * np.sqrt(3.0 / n) + 1e-9)
+    with pytest.raises(NotImplementedError):
+        problems.banana().sample(3)

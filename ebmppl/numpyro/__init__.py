@@ -8,6 +8,7 @@ from .._backend import require as _require
 _require("numpyro")
 
 from ._ais import AIS, AISInfo, AISState, build_ais_step, build_hmc_move
+from ._bdmc import BDMC
 from ._energy import energy, is_energy_site, tempered
 from ._mcmc_data import NUTS_EXTRA_FIELDS
 from ._model import ModelPotential
@@ -16,6 +17,7 @@ from ._smc import SMC, SMCInfo, SMCState, build_smc_step, next_beta_by_cess
 
 __all__ = [
     "AIS",
+    "BDMC",
     "NUTS_EXTRA_FIELDS",
     "SMC",
     "AISInfo",

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import diagnostics
 from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import ModelPotential
@@ -255,6 +256,19 @@ class AIS:
 
     def run(self, rng_key, *model_args, **model_kwargs) -> AISResult:
         """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats)."""
+        return self._run(rng_key, model_args, model_kwargs)
+
+    def run_reverse(self, rng_key, exact_samples, *model_args, **model_kwargs) -> AISResult:
+        """Reverse AIS from exact draws of the target (beta 1 -> 0), for BDMC upper bounds.
+
+        ``exact_samples`` maps every latent site to an array (num_samples, ...) of exact draws
+        from the normalised model (constrained space). The returned result's log weights
+        estimate 1/Z unbiasedly, so its ``log_z`` (= -log mean w) is a stochastic UPPER bound
+        on log Z (Grosse, Ghahramani & Adams 2015); ``log_z_se`` is its delta-method error.
+        """
+        return self._run(rng_key, model_args, model_kwargs, initial=exact_samples)
+
+    def _run(self, rng_key, model_args, model_kwargs, initial=None) -> AISResult:
         if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
             raise TypeError(
                 "rng_key must be a JAX PRNG key, e.g. jax.random.PRNGKey(0); "
@@ -269,12 +283,14 @@ class AIS:
         cache_key = (id(self.model), id(pot.args), tuple(sorted(pot.kwargs)))
         segment, sample, post, parts, energies = self._compiled(pot, cache_key)
         n = opts.num_particles
-        z0 = sample(key_init, n)
+        reverse = initial is not None
+        z0 = pot.unconstrain_samples(initial) if reverse else sample(key_init, n)
+        n = z0.shape[0]
         if self.shard:
             z0 = _shard_particles(z0)
         _check_initial_energies(pot, energies, parts, z0)
 
-        betas = opts.betas
+        betas = opts.betas[::-1].copy() if reverse else opts.betas
         num_steps = betas.size - 1
         inv_mass = jnp.ones((pot.dim,), z0.dtype)
         if opts.adapt_mass:
@@ -304,7 +320,8 @@ class AIS:
             jnp.asarray(b_next, dtype),
             jnp.asarray(active),
         )
-        report = progress_printer("AIS (numpyro)", num_steps) if progress else None
+        label = "reverse AIS (numpyro)" if reverse else "AIS (numpyro)"
+        report = progress_printer(label, num_steps) if progress else None
         infos = []
         for c in range(num_chunks):
             xs = jax.tree.map(lambda a, c=c: a[c * chunk : (c + 1) * chunk], xs_all)
@@ -317,6 +334,8 @@ class AIS:
             lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos
         )
         log_w = np.asarray(state.log_weights, dtype=np.float64)
+        if reverse:
+            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
         num_dropped = int(np.sum(~np.isfinite(log_w)))
         if num_dropped == n:
             first = int(np.argmax(info.num_dropped >= n))
@@ -327,8 +346,11 @@ class AIS:
             )
         particles = {k: np.asarray(v) for k, v in post(state.position).items()}
         evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
-        return AISResult.from_log_weights(
-            log_w,
+        fields = {"log_z": -log_w_inv, "log_z_se": se} if reverse else {}
+        make = AISResult if reverse else AISResult.from_log_weights
+        return make(
+            log_weights=log_w,
+            **fields,
             betas=betas,
             particles=particles,
             acceptance_rate=info.acceptance_rate,
@@ -346,6 +368,7 @@ class AIS:
                 "num_dropped_per_step": np.asarray(info.num_dropped),
                 "wall_time": time.perf_counter() - start,
                 "devices": len(jax.devices()) if self.shard else 1,
+                "direction": "reverse" if reverse else "forward",
             },
         )
 

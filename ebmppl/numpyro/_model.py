@@ -230,6 +230,30 @@ class ModelPotential:
         cov = (vec / eig) @ vec.T * 1.5
         return dist.MultivariateNormal(best.x, covariance_matrix=jnp.asarray(cov, flat0.dtype))
 
+    def unconstrain_samples(self, samples):
+        """Flat unconstrained particles (num_samples, dim) from constrained draws per site."""
+        if not isinstance(samples, Mapping):
+            raise TypeError(f"exact samples must be a dict {{site: array}}, got {type(samples)}")
+        missing = sorted(set(self.latent) - set(samples))
+        if missing:
+            raise ValueError(f"exact samples are missing the latent sites {missing}")
+        sizes = {n: jnp.shape(samples[n])[0] for n in self.latent}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"exact samples disagree on the number of draws: {sizes}")
+        for name, (shape, _, _) in self.latent.items():
+            got = tuple(jnp.shape(samples[name])[1:])
+            if got != tuple(shape):
+                raise ValueError(
+                    f"exact samples of site '{name}' have shape (num_samples, *{got}), "
+                    f"expected (num_samples, *{tuple(shape)})"
+                )
+
+        def one(x):
+            u = {n: t.inv(jnp.asarray(x[n], self.dtype)) for n, (_, t, _) in self.latent.items()}
+            return ravel_pytree(u)[0]
+
+        return jax.vmap(one)({n: jnp.asarray(samples[n]) for n in self.latent})
+
     # -- outputs ---------------------------------------------------------------------
     def postprocess(self, z):
         """Constrained latent values and deterministic sites for one particle."""

@@ -7,11 +7,11 @@ from .._backend import require as _require
 
 _require("pyro")
 
-from ._ais import AIS, AISInfo, AISState, build_ais_step, build_hmc_move  # noqa: E402
-from ._energy import EnergyNotBatchedError, energy, is_energy_site, tempered  # noqa: E402
-from ._mcmc_data import NUTS, nuts_mcmc  # noqa: E402
-from ._model import ModelPotential  # noqa: E402
-from ._problems import problem_model  # noqa: E402
+from ._ais import AIS, AISInfo, AISState, build_ais_step, build_hmc_move
+from ._energy import EnergyNotBatchedError, energy, is_energy_site, tempered
+from ._mcmc_data import NUTS, nuts_mcmc
+from ._model import ModelPotential
+from ._problems import problem_model
 
 __all__ = [
     "AIS",

@@ -23,7 +23,7 @@ from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
-__all__ = ["AIS", "AISState", "AISInfo", "build_potential", "build_hmc_move", "build_ais_step"]
+__all__ = ["AIS", "AISInfo", "AISState", "build_ais_step", "build_hmc_move", "build_potential"]
 
 LogParts = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

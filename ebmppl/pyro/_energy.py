@@ -14,6 +14,8 @@ from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
 
+from .._checks import check_energy_shape
+
 ENERGY_TAG = "ebmppl_energy"
 #: Name of the plate that :class:`ebmppl.pyro.ModelPotential` puts around a model to batch it
 #: over particles (or MCMC draws).
@@ -83,6 +85,21 @@ def _check_name_unused(name: str) -> None:
 def _evaluate(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """Call ``fn``; an ``nn.Module`` is called with its parameters detached (held fixed)."""
     if isinstance(fn, torch.nn.Module):
+        if torch.jit.is_tracing():
+            # NUTS with jit_compile=True: torch.func's stateless API refuses jit tracing, and
+            # the tracer rejects grad-requiring parameters (or a traced .detach() of them) as
+            # constants. Swap in the untraced, history-free .data tensors for the call.
+            saved = []
+            for mod in fn.modules():
+                for key, param in list(mod._parameters.items()):
+                    if param is not None:
+                        saved.append((mod, key, param))
+                        mod._parameters[key] = param.data
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                for mod, key, param in saved:
+                    mod._parameters[key] = param
         state = {k: v.detach() for k, v in fn.named_parameters()}
         state.update(dict(fn.named_buffers()))
         return torch.func.functional_call(fn, state, args, kwargs)
@@ -108,6 +125,23 @@ def check_particle_axis(name: str, value: torch.Tensor, what: str = "energy") ->
         )
 
 
+def _check_shape(name: str, value: torch.Tensor) -> None:
+    """One energy per element of the enclosing plates (ebmppl's particle plate aside)."""
+    plates = _active_plates()
+    batch = _plate_batch_shape(plates)
+    shape = tuple(value.shape)
+    particle = [p for p in plates if p.name == PARTICLE_PLATE]
+    if particle:
+        check_particle_axis(name, value)
+        plate = particle[0]
+        k = len(batch) + plate.dim
+        batch = batch[:k] + batch[k + 1 :]
+        ax = value.dim() + plate.dim
+        if ax >= 0 and shape[ax] == plate.subsample_size:
+            shape = shape[:ax] + shape[ax + 1 :]
+    check_energy_shape(name, shape, batch, "pyro.plate")
+
+
 def energy(
     name: str,
     fn: Callable[..., Any],
@@ -131,7 +165,8 @@ def energy(
     Args:
         name: site name, unique in the model.
         fn: a callable (or ``nn.Module``) returning the energy: a scalar, or one value per
-            element of the enclosing plates (shape broadcastable to the plates' batch shape).
+            element of the enclosing plates (shape equal to the plates' batch shape; leading
+            singleton axes may be omitted; a scalar inside a plate is an error).
             For AIS, energies should be batch-aware (input ``(..., dim)``, output ``(...)``);
             ones written for a single ``x`` are batched with ``torch.func.vmap`` (see
             :class:`ebmppl.pyro.ModelPotential`).
@@ -158,19 +193,7 @@ def energy(
         value = torch.as_tensor(value, dtype=torch.get_default_dtype())
     if not (value.is_floating_point() or value.is_complex()):
         value = value.to(torch.get_default_dtype())
-    batch = _plate_batch_shape(_active_plates())
-    try:
-        broadcast = torch.broadcast_shapes(value.shape, batch)
-    except RuntimeError:
-        broadcast = None
-    if broadcast is None or value.dim() > len(batch) or tuple(broadcast) != tuple(batch):
-        where = f"inside plates with batch shape {batch}" if batch else "outside any plate"
-        raise ValueError(
-            f"energy site '{name}': fn returned shape {tuple(value.shape)}, but {where} the "
-            f"energy must have a shape broadcastable to {batch or '()'} (a scalar per plate "
-            "element). Sum over event dimensions inside fn, or wrap the site in pyro.plate."
-        )
-    check_particle_axis(name, value)
+    _check_shape(name, value)
     unit = dist.Unit(-value / temperature)
     pyro.sample(
         name,

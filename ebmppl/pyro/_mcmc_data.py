@@ -22,7 +22,7 @@ import torch
 
 from ._model import BatchedModel
 
-__all__ = ["NUTS", "nuts_mcmc", "mcmc_groups"]
+__all__ = ["NUTS", "mcmc_groups", "nuts_mcmc"]
 
 _RECORDED = ("lp", "energy", "diverging", "n_steps", "acceptance_rate", "step_size")
 
@@ -46,7 +46,13 @@ class NUTS(pyro.infer.NUTS):
         self._ebm_kinetic = None
 
     def setup(self, warmup_steps, *args, **kwargs):
-        super().setup(warmup_steps, *args, **kwargs)
+        with warnings.catch_warnings():
+            # jit_compile=True traces the potential here with torch.jit.trace, which torch
+            # 2.13 marks deprecated; nothing a user of Pyro's NUTS can act on.
+            warnings.filterwarnings(
+                "ignore", message=r"`torch.jit.trace` is deprecated", category=DeprecationWarning
+            )
+            super().setup(warmup_steps, *args, **kwargs)
         self.sample_stats.append({k: [] for k in _RECORDED})
 
     def _sample_r(self, name):
@@ -216,4 +222,3 @@ def mcmc_groups(mcmc) -> dict:
         if not isinstance(bm.prototype.nodes[n]["fn"], dist.Unit)
     }
     return groups
-

@@ -274,7 +274,7 @@ class BatchedModel:
             with pyro.validation_enabled(False):
                 try:
                     proto = run()
-                except Exception:
+                except Exception:  # noqa: BLE001 - any failure: report the original error
                     raise err from None
             for site in proto.nodes.values():
                 if is_energy_site(site) and not torch.isfinite(site["fn"].log_factor).all():
@@ -409,7 +409,7 @@ class BatchedModel:
         for route in ("plate", "vmap"):
             try:
                 results[route] = self._probe(route)
-            except Exception as err:  # any failure of a route means "use the other one"
+            except Exception as err:  # noqa: BLE001 - a route that fails is not used
                 errors[route] = err
         if "plate" in results and "vmap" in results:
             agree = all(
@@ -525,7 +525,7 @@ class ModelPotential(BatchedModel):
         if reference is None:
             for name, lat in self.latent.items():
                 if isinstance(_base_dist(lat.fn), dist.ImproperUniform):
-                    raise ValueError(
+                    raise ValueError(  # noqa: TRY004 - a modelling error, as on NumPyro
                         f"latent site '{name}' has an improper prior "
                         f"({type(_base_dist(lat.fn)).__name__}), which AIS cannot start "
                         "from. Pass reference={'" + name + "': <a proper distribution>} "
