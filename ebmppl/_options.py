@@ -10,6 +10,8 @@ import numpy as np
 
 from .schedules import check_positive_int, make_schedule
 
+ADAPTATION = ("pilot", "online")
+
 
 @dataclass(frozen=True)
 class AISOptions:
@@ -27,6 +29,7 @@ class AISOptions:
     adapt_rate: float
     step_size_jitter: float
     progress: bool | None
+    adaptation: str = "pilot"
 
     @classmethod
     def create(
@@ -44,6 +47,7 @@ class AISOptions:
         adapt_rate: float = 1.0,
         step_size_jitter: float = 0.2,
         progress: bool | None = None,
+        adaptation: str = "pilot",
     ) -> AISOptions:
         num_particles = check_positive_int(num_particles, "num_particles")
         if not isinstance(schedule, str):
@@ -70,6 +74,8 @@ class AISOptions:
             raise ValueError(f"step_size_jitter must lie in [0, 1), got {step_size_jitter!r}")
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        if adaptation not in ADAPTATION:
+            raise ValueError(f"adaptation must be one of {ADAPTATION}, got {adaptation!r}")
         return cls(
             num_particles,
             betas,
@@ -83,6 +89,7 @@ class AISOptions:
             float(adapt_rate),
             float(step_size_jitter),
             progress,
+            adaptation,
         )
 
     def describe(self) -> dict:

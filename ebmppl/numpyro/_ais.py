@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +43,19 @@ class AISInfo(NamedTuple):
     step_size: jax.Array  # step size used at this step
     ess: jax.Array  # Kish ESS of the weights after this step's increment
     num_dropped: jax.Array  # particles with zero weight after this step
+    inverse_mass: jax.Array  # (D,) diagonal inverse mass used at this step
+
+
+class AISInputs(NamedTuple):
+    """Per-step inputs of the scan (one entry per annealing step)."""
+
+    t: jax.Array  # step index (folds into the random key)
+    beta_prev: jax.Array
+    beta: jax.Array
+    active: jax.Array  # False: a padding no-op step
+    step_size: jax.Array  # kernel step size when use_fixed
+    inverse_mass: jax.Array  # (D,) kernel inverse mass when use_fixed
+    use_fixed: jax.Array  # use the given kernel (from a pilot) instead of the adapted one
 
 
 LogParts = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -166,7 +180,7 @@ def kish_ess(log_weights):
 
 
 def build_ais_step(log_parts: LogParts, opts: AISOptions):
-    """Return ``step(state, (t, beta_prev, beta, active), rng_key) -> (state, info)``.
+    """Return ``step(state, xs: AISInputs, rng_key) -> (state, info)``.
 
     The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
     current positions, then ``num_mcmc_steps`` HMC moves at ``beta`` follow. Non-finite
@@ -176,27 +190,69 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
     potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
     mutate = build_mutation(log_parts, opts)
 
-    def step(state: AISState, xs, rng_key):
-        t, beta_prev, beta, active = xs
-        key = jax.random.fold_in(rng_key, t)
+    def step(state: AISState, xs: AISInputs, rng_key):
+        key = jax.random.fold_in(rng_key, xs.t)
         z = state.position
-        u, g, _, lr = potential(z, beta)
-        log_w = weight_update(state.log_weights, lr, beta_prev, beta)
+        u, g, _, lr = potential(z, xs.beta)
+        log_w = weight_update(state.log_weights, lr, xs.beta_prev, xs.beta)
         alive = jnp.isfinite(log_w)
+        eps = jnp.where(xs.use_fixed, xs.step_size, state.step_size)
+        inv_mass = jnp.where(xs.use_fixed, xs.inverse_mass, state.inverse_mass)
         z_new, mean_acc, step_size, inverse_mass = mutate(
-            key, z, u, g, beta, alive, state.step_size, state.inverse_mass
+            key, z, u, g, xs.beta, alive, eps, inv_mass
         )
         new = AISState(z_new, log_w, step_size, inverse_mass)
-        new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
+        new = jax.tree.map(lambda a, b: jnp.where(xs.active, a, b), new, state)
         info = AISInfo(
             acceptance_rate=mean_acc,
-            step_size=state.step_size,
+            step_size=eps,
             ess=kish_ess(log_w),
             num_dropped=z.shape[0] - jnp.sum(alive),
+            inverse_mass=inv_mass,
         )
         return new, info
 
     return step
+
+
+class CompileCache:
+    """Compiled programs shared across AIS/SMC objects and runs (small LRU).
+
+    A hit needs the same model function, the same option values and the very same model
+    argument objects (identity), so a cached program never sees stale data.
+    """
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def _leaves(pot: ModelPotential):
+        return (*pot.args, *pot.kwargs.values())
+
+    def get(self, key, pot: ModelPotential, build):
+        leaves = self._leaves(pot)
+        entry = self._entries.get(key)
+        same = entry is not None and len(entry[0]) == len(leaves)
+        if same and all(a is b for a, b in zip(entry[0], leaves, strict=True)):
+            self._entries.move_to_end(key)
+            return entry[1]
+        fns = build()
+        self._entries[key] = (leaves, fns)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return fns
+
+
+COMPILED = CompileCache()
+
+
+def options_key(opts) -> tuple:
+    """A hashable key of option values (including the schedule)."""
+    betas = getattr(opts, "betas", None)
+    if betas is None:
+        betas = opts.base.betas
+    return (type(opts).__name__, tuple(sorted(map(repr, opts.describe().items()))), betas.tobytes())
 
 
 class AIS:
@@ -217,7 +273,12 @@ class AIS:
         step_size: initial HMC step size (default ``0.5 * dim ** -0.25``).
         target_accept: acceptance rate the step size is adapted towards across the schedule.
         adapt_step_size, adapt_mass: adapt the step size / a diagonal mass matrix (from the
-            particle population's variance) after each step.
+            particle population's variance) along the schedule.
+        adaptation: ``"pilot"`` (default): tune step sizes and masses on an independent pilot
+            run with the same number of particles, then run AIS with those fixed per-step
+            kernels, so every transition is exactly invariant and Z is unbiased (the pilot
+            doubles the cost; both are counted). ``"online"``: tune on the particles being
+            moved (half the cost, but an O(1/N) bias in log Z).
         step_size_jitter: each particle's step size is the base one times U(1-j, 1+j); avoids
             resonant trajectories in high dimension.
         reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
@@ -233,26 +294,27 @@ class AIS:
         self.reference = reference
         self.shard = bool(shard)
         self.options = AISOptions.create(**options)
-        self._cache: dict = {}
 
-    def _compiled(self, pot: ModelPotential, cache_key):
-        hit = self._cache.get(cache_key)
-        if hit is not None and hit[0] is pot.args:
-            return hit[1]
+    def _compiled(self, pot: ModelPotential, chunk: int):
+        key = ("ais", id(self.model), id(self.reference), options_key(self.options), chunk)
         opts = self.options
-        step = build_ais_step(pot.log_parts, opts)
 
-        @jax.jit
-        def segment(state, xs, rng_key):
-            return lax.scan(lambda s, x: step(s, x, rng_key), state, xs)
+        def build():
+            step = build_ais_step(pot.log_parts, opts)
 
-        sample = jax.jit(pot.sample_base, static_argnums=1)
-        post = jax.jit(jax.vmap(pot.postprocess))
-        parts = jax.jit(jax.vmap(pot.log_parts))
-        energies = jax.jit(jax.vmap(pot.energy_values))
-        fns = (segment, sample, post, parts, energies)
-        self._cache = {cache_key: (pot.args, fns)}
-        return fns
+            @jax.jit
+            def segment(state, xs, rng_key):
+                return lax.scan(lambda s, x: step(s, x, rng_key), state, xs)
+
+            return (
+                segment,
+                jax.jit(pot.sample_base, static_argnums=1),
+                jax.jit(jax.vmap(pot.postprocess)),
+                jax.jit(jax.vmap(pot.log_parts)),
+                jax.jit(jax.vmap(pot.energy_values)),
+            )
+
+        return COMPILED.get(key, pot, build)
 
     def run(self, rng_key, *model_args, **model_kwargs) -> AISResult:
         """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats)."""
@@ -265,8 +327,58 @@ class AIS:
         from the normalised model (constrained space). The returned result's log weights
         estimate 1/Z unbiasedly, so its ``log_z`` (= -log mean w) is a stochastic UPPER bound
         on log Z (Grosse, Ghahramani & Adams 2015); ``log_z_se`` is its delta-method error.
+        With pilot adaptation the pilot reuses the exact samples in a random order.
         """
         return self._run(rng_key, model_args, model_kwargs, initial=exact_samples)
+
+    def _anneal(self, segment, z0, betas, rng_key, fixed, chunk, label):
+        """Run the schedule from particles z0; returns (final state, per-step info as numpy)."""
+        opts = self.options
+        n = z0.shape[0]
+        dtype = z0.dtype
+        num_steps = betas.size - 1
+        inv_mass = jnp.ones((z0.shape[1],), dtype)
+        if opts.adapt_mass:
+            inv_mass = jnp.clip(jnp.var(z0, axis=0), 1e-6, None).astype(dtype)
+        init_step = opts.step_size if opts.step_size is not None else 0.5 * z0.shape[1] ** -0.25
+        log_w0 = jnp.zeros((n,), dtype)
+        if self.shard:
+            log_w0 = _shard_particles(log_w0)
+        state = AISState(z0, log_w0, jnp.asarray(init_step, dtype), inv_mass)
+        num_chunks = -(-num_steps // chunk)
+        padded = num_chunks * chunk
+        t_idx = np.arange(padded)
+        active = t_idx < num_steps
+        b_prev = np.where(active, betas[np.minimum(t_idx, num_steps - 1)], 1.0)
+        b_next = np.where(active, betas[np.minimum(t_idx + 1, num_steps)], 1.0)
+        use_fixed = fixed is not None
+        fixed_eps = np.ones(padded)
+        fixed_mass = np.ones((padded, z0.shape[1]))
+        if use_fixed:
+            fixed_eps[:num_steps] = fixed[0]
+            fixed_mass[:num_steps] = fixed[1]
+        xs_all = AISInputs(
+            jnp.asarray(t_idx, jnp.int32),
+            jnp.asarray(b_prev, dtype),
+            jnp.asarray(b_next, dtype),
+            jnp.asarray(active),
+            jnp.asarray(fixed_eps, dtype),
+            jnp.asarray(fixed_mass, dtype),
+            jnp.full((padded,), use_fixed),
+        )
+        report = progress_printer(label, num_steps) if label else None
+        infos = []
+        for c in range(num_chunks):
+            xs = jax.tree.map(lambda a, c=c: a[c * chunk : (c + 1) * chunk], xs_all)
+            state, info = segment(state, xs, rng_key)
+            infos.append(info)
+            if report is not None:
+                jax.block_until_ready(state.log_weights)
+                report(min((c + 1) * chunk, num_steps), info)
+        info = jax.tree.map(
+            lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos
+        )
+        return state, info
 
     def _run(self, rng_key, model_args, model_kwargs, initial=None) -> AISResult:
         if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
@@ -277,77 +389,56 @@ class AIS:
         opts = self.options
         start = time.perf_counter()
         key_init, key_run = jax.random.split(rng_key)
+        key_pilot_init, key_pilot_run = jax.random.split(jax.random.fold_in(rng_key, 1))
         pot = ModelPotential(
             self.model, model_args, model_kwargs, reference=self.reference, rng_key=key_init
         )
-        cache_key = (id(self.model), id(pot.args), tuple(sorted(pot.kwargs)))
-        segment, sample, post, parts, energies = self._compiled(pot, cache_key)
-        n = opts.num_particles
         reverse = initial is not None
-        z0 = pot.unconstrain_samples(initial) if reverse else sample(key_init, n)
+        betas = opts.betas[::-1].copy() if reverse else opts.betas
+        num_steps = betas.size - 1
+        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
+        chunk = num_steps if not progress else max(1, -(-num_steps // 20))
+        segment, sample, post, parts, energies = self._compiled(pot, chunk)
+        if reverse:
+            z0 = pot.unconstrain_samples(initial)
+        else:
+            z0 = sample(key_init, opts.num_particles)
         n = z0.shape[0]
         if self.shard:
             z0 = _shard_particles(z0)
         _check_initial_energies(pot, energies, parts, z0)
-
-        betas = opts.betas[::-1].copy() if reverse else opts.betas
-        num_steps = betas.size - 1
-        inv_mass = jnp.ones((pot.dim,), z0.dtype)
-        if opts.adapt_mass:
-            inv_mass = jnp.clip(jnp.var(z0, axis=0), 1e-6, None)
-        init_step = opts.step_size if opts.step_size is not None else 0.5 * pot.dim**-0.25
-        state = AISState(
-            z0,
-            jnp.zeros((n,), z0.dtype),
-            jnp.asarray(init_step, z0.dtype),
-            inv_mass.astype(z0.dtype),
-        )
-        if self.shard:
-            state = state._replace(log_weights=_shard_particles(state.log_weights))
-
-        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        chunk = num_steps if not progress else max(1, -(-num_steps // 20))
-        num_chunks = -(-num_steps // chunk)
-        padded = num_chunks * chunk
-        t_idx = np.arange(padded)
-        active = t_idx < num_steps
-        b_prev = np.where(active, betas[np.minimum(t_idx, num_steps - 1)], 1.0)
-        b_next = np.where(active, betas[np.minimum(t_idx + 1, num_steps)], 1.0)
-        dtype = z0.dtype
-        xs_all = (
-            jnp.asarray(t_idx, jnp.int32),
-            jnp.asarray(b_prev, dtype),
-            jnp.asarray(b_next, dtype),
-            jnp.asarray(active),
-        )
-        label = "reverse AIS (numpyro)" if reverse else "AIS (numpyro)"
-        report = progress_printer(label, num_steps) if progress else None
-        infos = []
-        for c in range(num_chunks):
-            xs = jax.tree.map(lambda a, c=c: a[c * chunk : (c + 1) * chunk], xs_all)
-            state, info = segment(state, xs, key_run)
-            infos.append(info)
-            if report is not None:
-                jax.block_until_ready(state.log_weights)
-                report(min((c + 1) * chunk, num_steps), info)
-        info = jax.tree.map(
-            lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos
-        )
+        direction = "reverse AIS" if reverse else "AIS"
+        pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
+        fixed = None
+        if pilot:
+            if reverse:
+                zp = z0[jax.random.permutation(key_pilot_init, n)]
+            else:
+                zp = sample(key_pilot_init, n)
+                if self.shard:
+                    zp = _shard_particles(zp)
+            label = f"{direction} pilot (numpyro)" if progress else None
+            _, pinfo = self._anneal(segment, zp, betas, key_pilot_run, None, chunk, label)
+            fixed = (pinfo.step_size, pinfo.inverse_mass)
+        label = f"{direction} (numpyro)" if progress else None
+        state, info = self._anneal(segment, z0, betas, key_run, fixed, chunk, label)
         log_w = np.asarray(state.log_weights, dtype=np.float64)
-        if reverse:
-            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
         num_dropped = int(np.sum(~np.isfinite(log_w)))
         if num_dropped == n:
             first = int(np.argmax(info.num_dropped >= n))
             raise RuntimeError(
-                f"every particle's weight became zero by step {first} (beta={betas[first + 1]:.4g}): "
-                f"the energy sites {pot.energy_names} or observed sites {pot.observed_names} "
-                "returned non-finite values there. Check the energy for NaN/inf"
+                f"every particle's weight became zero by step {first} "
+                f"(beta={betas[first + 1]:.4g}): the energy sites {pot.energy_names} or observed "
+                f"sites {pot.observed_names} returned non-finite values there. "
+                "Check the energy for NaN/inf"
             )
         particles = {k: np.asarray(v) for k, v in post(state.position).items()}
         evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
-        fields = {"log_z": -log_w_inv, "log_z_se": se} if reverse else {}
-        make = AISResult if reverse else AISResult.from_log_weights
+        if reverse:
+            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
+            make, fields = AISResult, {"log_z": -log_w_inv, "log_z_se": se}
+        else:
+            make, fields = AISResult.from_log_weights, {}
         return make(
             log_weights=log_w,
             **fields,
@@ -357,7 +448,7 @@ class AIS:
             step_size=info.step_size,
             ess_trace=info.ess,
             backend="numpyro",
-            gradient_evaluations=evals,
+            gradient_evaluations=evals * (2 if pilot else 1),
             num_dropped=num_dropped,
             info={
                 **opts.describe(),
@@ -366,6 +457,7 @@ class AIS:
                 "observed_sites": tuple(pot.observed_names),
                 "latent_sites": tuple(pot.latent),
                 "num_dropped_per_step": np.asarray(info.num_dropped),
+                "pilot_gradient_evaluations": evals if pilot else 0,
                 "wall_time": time.perf_counter() - start,
                 "devices": len(jax.devices()) if self.shard else 1,
                 "direction": "reverse" if reverse else "forward",

@@ -22,10 +22,12 @@ from .. import diagnostics
 from .._options import SMCOptions, progress_printer
 from ..results import AISResult
 from ._ais import (
+    COMPILED,
     _check_initial_energies,
     build_mutation,
     build_potential,
     kish_ess,
+    options_key,
     weight_update,
 )
 from ._model import ModelPotential
@@ -184,28 +186,28 @@ class SMC:
         self.model = model
         self.reference = reference
         self.options = SMCOptions.create(**options)
-        self._cache: dict = {}
 
     def _compiled(self, pot: ModelPotential, chunk: int):
-        key = (id(self.model), id(pot.args), tuple(sorted(pot.kwargs)), chunk)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is pot.args:
-            return hit[1]
-        step = jax.vmap(build_smc_step(pot.log_parts, self.options))
+        key = ("smc", id(self.model), id(self.reference), options_key(self.options), chunk)
+        step = None
 
-        @jax.jit
-        def segment(state, keys):
-            return lax.scan(lambda s, _: step(s, keys), state, None, length=chunk)
+        def build():
+            nonlocal step
+            step = jax.vmap(build_smc_step(pot.log_parts, self.options))
 
-        fns = (
-            segment,
-            jax.jit(pot.sample_base, static_argnums=1),
-            jax.jit(jax.vmap(pot.postprocess)),
-            jax.jit(jax.vmap(pot.log_parts)),
-            jax.jit(jax.vmap(pot.energy_values)),
-        )
-        self._cache = {key: (pot.args, fns)}
-        return fns
+            @jax.jit
+            def segment(state, keys):
+                return lax.scan(lambda s, _: step(s, keys), state, None, length=chunk)
+
+            return (
+                segment,
+                jax.jit(pot.sample_base, static_argnums=1),
+                jax.jit(jax.vmap(pot.postprocess)),
+                jax.jit(jax.vmap(pot.log_parts)),
+                jax.jit(jax.vmap(pot.energy_values)),
+            )
+
+        return COMPILED.get(key, pot, build)
 
     def run(self, rng_key, *model_args, **model_kwargs) -> AISResult:
         """Run SMC; returns an :class:`~ebmppl.AISResult` with replica-based ``log_z_se``.
