@@ -1040,7 +1040,16 @@ class _Builder:
             rz = np.atleast_1d(np.asarray(replicas, dtype=np.float64))
             if rz.size >= 2:
                 spread = float(np.std(rz, ddof=1))
-                if replica_se is not None:
+                if str(info.get("se_method", "")) == "replicas":
+                    # SMC/adaptive runs: the reported se already comes from the replicas;
+                    # per-replica weight-based se are known to understate it.
+                    self.summary.append(
+                        (
+                            "log Z se method",
+                            f"spread of {rz.size} independent replicas (sd {_num(spread)} nats)",
+                        )
+                    )
+                elif replica_se is not None:
                     rse = np.atleast_1d(np.asarray(replica_se, dtype=np.float64))
                     ref = float(np.sqrt(np.mean(rse**2)))
                     ratio = spread / ref if ref > 0 else math.inf
