@@ -166,6 +166,34 @@ def to_arviz(obj, *, ais: AISResult | None = None):
     return _idata_from_groups(groups)
 
 
+def replica_exchange_to_arviz(result):
+    """InferenceData of a replica-exchange run: beta = 1 draws and a ``replica_exchange`` group."""
+    import xarray as xr
+
+    ladder = {
+        "betas": (["temperature"], result.betas),
+        "acceptance_rate": (["temperature"], result.acceptance_rate),
+        "step_size": (["temperature"], result.step_size),
+        "mean_log_ratio": (["temperature"], result.mean_log_ratio),
+        "swap_rate": (["pair"], result.swap_rate),
+    }
+    attrs = {
+        "log_z": result.log_z,
+        "log_z_se": result.log_z_se,
+        "log_z_ti": result.log_z_ti,
+        "log_z_ti_se": result.log_z_ti_se,
+        "method": "replica_exchange",
+        **result.info,
+    }
+    return _idata_from_groups(
+        {
+            "posterior": dict(result.samples),
+            "replica_exchange": xr.Dataset(ladder, attrs=_clean_attrs(attrs)),
+            "attrs": {"inference_library": "numpyro"},
+        }
+    )
+
+
 def summary_text(idata, var_names=None) -> str:
     """ArviZ summary table (mean, sd, HDI, MCSE, ESS, R-hat) of the posterior, as text."""
     az = _az()

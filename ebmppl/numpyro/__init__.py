@@ -13,6 +13,7 @@ from ._energy import energy, is_energy_site, tempered
 from ._mcmc_data import NUTS_EXTRA_FIELDS
 from ._model import ModelPotential
 from ._problems import problem_model
+from ._pt import ReplicaExchange, ReplicaExchangeResult, ladder_from_rejections
 from ._smc import SMC, SMCInfo, SMCState, build_smc_step, next_beta_by_cess
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "AISInfo",
     "AISState",
     "ModelPotential",
+    "ReplicaExchange",
+    "ReplicaExchangeResult",
     "SMCInfo",
     "SMCState",
     "build_ais_step",
@@ -30,6 +33,7 @@ __all__ = [
     "build_smc_step",
     "energy",
     "is_energy_site",
+    "ladder_from_rejections",
     "next_beta_by_cess",
     "problem_model",
     "tempered",

@@ -1,0 +1,290 @@
+"""Replica exchange (parallel tempering) for NumPyro models, with an adaptive ladder.
+
+``num_temperatures`` tempered copies ``base(z) exp(beta_k log_ratio(z))`` (beta_0 = 0,
+beta_{K-1} = 1) are moved by HMC and swapped between neighbours with the deterministic
+even/odd scheme (non-reversible parallel tempering). ``num_chains`` independent tempering
+systems run side by side (vmap): their spread gives the standard errors. During warm-up the
+ladder is re-spaced so that the swap rejection rates are equal (Syed et al. 2021: equal
+increments of the communication barrier). After warm-up, the draws at beta = 1 cross modes
+and the recorded ``log_ratio`` values give two log Z estimates from the same run: stepping
+stone (Xie et al. 2011) and thermodynamic integration (trapezoid on the final ladder).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from scipy.special import logsumexp
+
+from ..schedules import check_positive_int
+from ._ais import build_hmc_move, build_potential
+from ._model import ModelPotential
+
+__all__ = ["ReplicaExchange", "ReplicaExchangeResult", "ladder_from_rejections"]
+
+
+class PTState(NamedTuple):
+    position: jax.Array  # (K, M, D)
+    step_size: jax.Array  # (K,)
+    inverse_mass: jax.Array  # (K, D)
+    iteration: jax.Array  # () int32
+
+
+def ladder_from_rejections(betas: np.ndarray, rejection: np.ndarray) -> np.ndarray:
+    """New ladder with equal communication-barrier increments (Syed et al. 2021).
+
+    The barrier Lambda(beta) is piecewise linear with Lambda(beta_{k+1}) - Lambda(beta_k) =
+    rejection[k]; the new betas are Lambda^{-1} at equally spaced levels. Endpoints stay 0 and 1.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    rej = np.clip(np.asarray(rejection, dtype=np.float64), 1e-3, None)
+    lam = np.concatenate([[0.0], np.cumsum(rej)])
+    levels = np.linspace(0.0, lam[-1], betas.size)
+    new = np.interp(levels, lam, betas)
+    new[0], new[-1] = 0.0, 1.0
+    return np.maximum.accumulate(new)
+
+
+@dataclass(frozen=True, eq=False)
+class ReplicaExchangeResult:
+    """Outcome of replica exchange.
+
+    Attributes:
+        log_z, log_z_se: stepping-stone estimate and its standard error (spread over the
+            independent tempering systems).
+        log_z_ti, log_z_ti_se: thermodynamic-integration estimate (trapezoid corrected with
+            the variance of log_ratio at each rung, Friel, Hurn & Wyse 2014; its se covers Monte
+            Carlo error only, not the remaining discretisation error of the ladder).
+        betas: final ladder (K,); swap_rate: (K-1,) acceptance of swaps between neighbours;
+        acceptance_rate, step_size: (K,) HMC statistics per temperature;
+        samples: draws at beta = 1 per site, (num_chains, num_samples, ...) (constrained);
+        ladder_history: ladders after each warm-up round.
+    """
+
+    log_z: float
+    log_z_se: float
+    log_z_ti: float
+    log_z_ti_se: float
+    betas: np.ndarray
+    swap_rate: np.ndarray
+    acceptance_rate: np.ndarray
+    step_size: np.ndarray
+    samples: dict = field(repr=False)
+    mean_log_ratio: np.ndarray = field(repr=False)
+    ladder_history: tuple = field(default=(), repr=False)
+    info: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplicaExchangeResult(stepping-stone log Z = {self.log_z:.4g} ± "
+            f"{self.log_z_se:.2g}, TI log Z = {self.log_z_ti:.4g} ± {self.log_z_ti_se:.2g}, "
+            f"{self.betas.size} temperatures, min swap rate {self.swap_rate.min():.2f})"
+        )
+
+    def to_arviz(self):
+        """InferenceData with the beta = 1 draws as ``posterior`` and a ``replica_exchange``
+        group (ladder, swap rates, per-temperature statistics, log Z attributes)."""
+        from ..arviz import replica_exchange_to_arviz
+
+        return replica_exchange_to_arviz(self)
+
+
+class ReplicaExchange:
+    """Parallel tempering over an adaptive ladder of betas (see module docstring).
+
+    Args:
+        model: NumPyro model. ``reference=`` as in :class:`AIS` for improper priors.
+        num_temperatures: ladder size K (>= 2), including beta = 0 and beta = 1.
+        num_chains: independent tempering systems M (>= 2 for standard errors).
+        num_warmup: iterations spent adapting step sizes and the ladder (in ``num_rounds``).
+        num_samples: iterations recorded after warm-up.
+        num_leapfrog_steps, target_accept: HMC moves at every temperature, step size per
+            temperature adapted during warm-up only (so the sampling phase is exact MCMC).
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        num_temperatures: int = 16,
+        num_chains: int = 8,
+        num_warmup: int = 400,
+        num_samples: int = 1000,
+        num_rounds: int = 4,
+        num_leapfrog_steps: int = 3,
+        target_accept: float = 0.8,
+        reference=None,
+        progress: bool | None = None,
+    ):
+        self.model = model
+        self.reference = reference
+        self.num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
+        if self.num_temperatures < 2:
+            raise ValueError("num_temperatures must be at least 2 (beta = 0 and beta = 1)")
+        self.num_chains = check_positive_int(num_chains, "num_chains")
+        self.num_warmup = check_positive_int(num_warmup, "num_warmup")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.num_rounds = check_positive_int(num_rounds, "num_rounds")
+        self.num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
+        if not 0.0 < target_accept < 1.0:
+            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+        self.target_accept = float(target_accept)
+        self.progress = progress
+
+    def _build(self, pot: ModelPotential):
+        potential = build_potential(pot.log_parts)
+        move = build_hmc_move(pot.log_parts, self.num_leapfrog_steps)
+        parts = jax.vmap(jax.vmap(pot.log_parts))
+        k, m = self.num_temperatures, self.num_chains
+        target = self.target_accept
+
+        def hmc_all(key, z, betas, step_size, inv_mass):
+            def one_temp(key, z_k, beta, eps, im):
+                u, g, _, _ = jax.vmap(potential, in_axes=(0, None))(z_k, beta)
+                keys = jax.random.split(key, z_k.shape[0])
+                z_new, _, _, acc = jax.vmap(move, in_axes=(0, 0, 0, 0, None, None, None))(
+                    keys, z_k, u, g, beta, eps, im
+                )
+                return z_new, acc
+
+            return jax.vmap(one_temp)(jax.random.split(key, k), z, betas, step_size, inv_mass)
+
+        def iteration(state: PTState, betas, key, adapt: bool):
+            k_move, k_swap = jax.random.split(jax.random.fold_in(key, state.iteration))
+            z, acc = hmc_all(k_move, state.position, betas, state.step_size, state.inverse_mass)
+            _, lr = parts(z)  # (K, M)
+            lr = jnp.where(jnp.isfinite(lr), lr, -jnp.inf)
+            # deterministic even/odd swaps between neighbours (k, k+1)
+            parity = state.iteration % 2
+            lower = jnp.arange(k - 1)
+            pair_on = (lower % 2) == parity  # (K-1,)
+            log_alpha = (betas[1:] - betas[:-1])[:, None] * (lr[:-1] - lr[1:])  # (K-1, M)
+            log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
+            u = jax.random.uniform(k_swap, log_alpha.shape)
+            swap = pair_on[:, None] & (jnp.log(u) < log_alpha)
+            swap_prob = jnp.minimum(1.0, jnp.exp(log_alpha))
+            up = jnp.concatenate([swap, jnp.zeros((1, m), bool)])  # k takes from k+1
+            down = jnp.concatenate([jnp.zeros((1, m), bool), swap])  # k+1 takes from k
+            z_up = jnp.concatenate([z[1:], z[-1:]])
+            z_down = jnp.concatenate([z[:1], z[:-1]])
+            z = jnp.where(up[..., None], z_up, jnp.where(down[..., None], z_down, z))
+            lr_up = jnp.concatenate([lr[1:], lr[-1:]])
+            lr_down = jnp.concatenate([lr[:1], lr[:-1]])
+            lr = jnp.where(up, lr_up, jnp.where(down, lr_down, lr))
+            mean_acc = jnp.mean(acc, axis=1)  # (K,)
+            step_size, inv_mass = state.step_size, state.inverse_mass
+            if adapt:
+                step_size = step_size * jnp.exp(0.5 * (mean_acc - target))
+                var = jnp.var(z, axis=1) + 1e-6
+                inv_mass = 0.9 * inv_mass + 0.1 * var
+            new = PTState(z, step_size, inv_mass, state.iteration + 1)
+            stats = (lr, mean_acc, jnp.mean(swap_prob, axis=1), pair_on, z[-1])
+            return new, stats
+
+        def scan(adapt):
+            @jax.jit
+            def run(state, betas, key, marker):
+                def body(s, _):
+                    return iteration(s, betas, key, adapt)
+
+                return lax.scan(body, state, None, length=marker.shape[0])
+
+            return run
+
+        warm, sample = scan(True), scan(False)
+
+        post = jax.jit(jax.vmap(jax.vmap(pot.postprocess)))
+        return warm, sample, post
+
+    def run(self, rng_key, *model_args, **model_kwargs) -> ReplicaExchangeResult:
+        """Run warm-up (ladder and step-size adaptation) and sampling; return the result."""
+        start = time.perf_counter()
+        k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
+        pot = ModelPotential(
+            self.model, model_args, model_kwargs, reference=self.reference, rng_key=k_init
+        )
+        warm, sample, post = self._build(pot)
+        k, m = self.num_temperatures, self.num_chains
+        z0 = pot.sample_base(k_init, k * m).reshape(k, m, pot.dim)
+        var0 = jnp.clip(jnp.var(z0.reshape(-1, pot.dim), axis=0), 1e-6, None)
+        state = PTState(
+            z0,
+            jnp.full((k,), 0.5 * pot.dim**-0.25, z0.dtype),
+            jnp.tile(var0, (k, 1)).astype(z0.dtype),
+            jnp.zeros((), jnp.int32),
+        )
+        betas = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, k - 1)])
+        history = [betas.copy()]
+        round_len = max(2, self.num_warmup // self.num_rounds)
+        progress = self.progress if self.progress is not None else sys.stderr.isatty()
+        for r in range(self.num_rounds):
+            state, (_, _, swap_prob, pair_on, _) = warm(
+                state,
+                jnp.asarray(betas, z0.dtype),
+                jax.random.fold_in(k_warm, r),
+                jnp.zeros(round_len),
+            )
+            sp = np.asarray(swap_prob)
+            on = np.asarray(pair_on)
+            rate = (sp * on).sum(0) / np.maximum(on.sum(0), 1)
+            if r < self.num_rounds - 1:  # the last round equilibrates on the final ladder
+                betas = ladder_from_rejections(betas, 1.0 - rate)
+                history.append(betas.copy())
+            if progress:
+                sys.stderr.write(
+                    f"replica exchange (numpyro): warm-up round {r + 1}/{self.num_rounds}, "
+                    f"min swap rate {rate.min():.2f}\n"
+                )
+        state, (lr, acc, swap_prob, pair_on, top) = sample(
+            state, jnp.asarray(betas, z0.dtype), k_sample, jnp.zeros(self.num_samples)
+        )
+        draws = post(jnp.swapaxes(top, 0, 1))  # (M, S, ...) per site, constrained
+        self._samples = {name: np.asarray(v) for name, v in draws.items()}
+        lr = np.asarray(lr, dtype=np.float64)  # (S, K, M)
+        on = np.asarray(pair_on)
+        swap_rate = (np.asarray(swap_prob) * on).sum(0) / np.maximum(on.sum(0), 1)
+        return self._result(pot, post, state, betas, lr, acc, swap_rate, history, start)
+
+    def _result(self, pot, post, state, betas, lr, acc, swap_rate, history, start):
+        m, s = self.num_chains, self.num_samples
+        db = np.diff(betas)
+
+        def stepping_stone(lr_part):  # lr_part (S', K, M')
+            x = db[:, None] * lr_part[:, :-1].transpose(1, 0, 2).reshape(len(db), -1)
+            return float(np.sum(logsumexp(x, axis=1) - np.log(x.shape[1])))
+
+        def thermo(lr_part):
+            # Corrected trapezoid (Friel, Hurn & Wyse 2014): d/dbeta E_beta[lr] = Var_beta[lr]
+            # gives the end-point correction -h^2/12 (v_{k+1} - v_k).
+            flat = lr_part.transpose(1, 0, 2).reshape(lr_part.shape[1], -1)
+            e, v = flat.mean(axis=1), flat.var(axis=1)
+            return float(np.sum(db * 0.5 * (e[1:] + e[:-1]) - db**2 / 12.0 * (v[1:] - v[:-1])))
+
+        ss = stepping_stone(lr)
+        ti = thermo(lr)
+        per_ss = np.array([stepping_stone(lr[:, :, j : j + 1]) for j in range(m)])
+        per_ti = np.array([thermo(lr[:, :, j : j + 1]) for j in range(m)])
+        se_ss = float(per_ss.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+        se_ti = float(per_ti.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+        samples = self._samples
+        return ReplicaExchangeResult(
+            log_z=ss,
+            log_z_se=se_ss,
+            log_z_ti=ti,
+            log_z_ti_se=se_ti,
+            betas=betas,
+            swap_rate=swap_rate,
+            acceptance_rate=np.asarray(acc).mean(0),
+            step_size=np.asarray(state.step_size),
+            samples=samples,
+            mean_log_ratio=lr.mean(axis=(0, 2)),
+            ladder_history=tuple(history),
+            info={"num_samples": s, "num_chains": m, "wall_time": time.perf_counter() - start},
+        )

@@ -1,0 +1,67 @@
+"""Replica exchange (NumPyro): adaptive ladder, mode crossing, stepping-stone and TI log Z."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numpyro")
+
+import jax
+
+from ebmppl import problems
+from ebmppl.numpyro import ReplicaExchange, ladder_from_rejections, problem_model
+
+K, FLOOR = 4.4, 0.02
+
+
+def test_ladder_from_rejections():
+    betas = np.linspace(0, 1, 5)
+    np.testing.assert_allclose(ladder_from_rejections(betas, np.full(4, 0.3)), betas)
+    new = ladder_from_rejections(betas, np.array([0.9, 0.1, 0.1, 0.1]))
+    assert new[0] == 0 and new[-1] == 1 and np.all(np.diff(new) > 0)
+    assert new[1] < betas[1]  # rungs crowd where swaps were rejected
+
+
+@pytest.mark.parametrize("name", ["mixture", "double_well"])
+def test_replica_exchange_log_z_and_modes(name, tmp_path):
+    prob = problems.get_problem(name)
+    res = ReplicaExchange(
+        problem_model(prob),
+        num_temperatures=12,
+        num_chains=8,
+        num_warmup=300,
+        num_samples=600,
+        progress=False,
+    ).run(jax.random.PRNGKey(0))
+    assert abs(res.log_z - prob.log_z) < K * res.log_z_se + FLOOR, res
+    assert abs(res.log_z_ti - prob.log_z) < K * res.log_z_ti_se + FLOOR, res
+    # adapted ladder: swap rates close to uniform, none starved
+    assert res.swap_rate.min() > 0.5
+    assert res.swap_rate.max() - res.swap_rate.min() < 0.15
+    x = res.samples["x"]
+    assert x.shape == (8, 600, 2)
+    flat = x.reshape(-1, 2)
+    if name == "mixture":
+        centres = prob.extra["mode_centers"]
+        occ = np.eye(3)[((flat[:, None] - centres) ** 2).sum(-1).argmin(1)]
+        # per-chain occupancies are independent: their spread gives the error
+        per_chain = occ.reshape(8, 600, 3).mean(1)
+        se = per_chain.std(0, ddof=1) / np.sqrt(8)
+        assert np.all(np.abs(per_chain.mean(0) - prob.extra["mode_weights"]) < K * se + 0.02)
+    else:
+        left = (x[..., 0] < 0).mean(1)
+        se = left.std(ddof=1) / np.sqrt(8)
+        assert abs(left.mean() - prob.extra["left_mass"]) < K * se + 0.02
+    idata = res.to_arviz()
+    assert {"posterior", "replica_exchange"} <= set(idata.groups())
+    assert idata.replica_exchange.attrs["log_z"] == res.log_z
+    idata.to_netcdf(str(tmp_path / "pt.nc"))
+
+
+def test_bad_options():
+    model = problem_model(problems.gaussian(2))
+    with pytest.raises(ValueError, match="num_temperatures"):
+        ReplicaExchange(model, num_temperatures=1)
+    with pytest.raises(ValueError, match="target_accept"):
+        ReplicaExchange(model, target_accept=1.2)
