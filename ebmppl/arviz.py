@@ -1,5 +1,10 @@
 """The one module that talks to ArviZ: conversions of ebmppl results to InferenceData.
 
+It is also the only place that knows which ArviZ generation is installed: 0.x
+(``az.InferenceData``, Python 3.11) or 1.x (xarray ``DataTree``, Python >= 3.12). Everything
+else goes through :func:`groups`, :func:`group`, :func:`make_idata`, :func:`to_netcdf`,
+:func:`from_netcdf` and the report helpers at the end, which return the same data for both.
+
 Groups written by ebmppl:
 
 * MCMC runs: ``posterior``, ``sample_stats`` (lp, energy, diverging, n_steps, tree_depth,
@@ -13,6 +18,7 @@ Groups written by ebmppl:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -30,6 +36,58 @@ def _az():
         warnings.filterwarnings("ignore", message=_FUTURE, category=FutureWarning)
         import arviz as az
     return az
+
+
+@functools.cache
+def generation() -> int:
+    """0 for ArviZ 0.x (InferenceData), 1 for ArviZ >= 1 (xarray DataTree)."""
+    version = _az().__version__
+    return 1 if int(version.split(".")[0]) >= 1 else 0
+
+
+def make_idata(datasets: dict[str, Any]):
+    """Build the installed ArviZ's container (InferenceData or DataTree) from named Datasets."""
+    if generation() == 0:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*not .*InferenceData scheme", category=UserWarning
+            )
+            return _az().InferenceData(**datasets)
+    import xarray as xr
+
+    return xr.DataTree.from_dict(dict(datasets))
+
+
+def is_inference_data(obj) -> bool:
+    """Whether ``obj`` is an InferenceData (ArviZ 0.x) or a DataTree (ArviZ 1.x)."""
+    name = type(obj).__name__
+    return (name == "InferenceData" and callable(getattr(obj, "groups", None))) or (
+        name == "DataTree" and hasattr(obj, "children")
+    )
+
+
+def groups(idata) -> list[str]:
+    """Names of the groups of an InferenceData/DataTree (e.g. ``["posterior", "energy"]``)."""
+    if type(idata).__name__ == "DataTree":
+        return [str(k) for k in idata.children]
+    return list(idata.groups())
+
+
+def group(idata, name: str):
+    """One group as an ``xarray.Dataset`` (KeyError naming the groups if absent)."""
+    if name not in groups(idata):
+        raise KeyError(f"no group {name!r}; groups: {groups(idata)}")
+    if type(idata).__name__ == "DataTree":
+        return idata[name].to_dataset()
+    return idata[name]
+
+
+def to_netcdf(idata, path) -> None:
+    """Write an InferenceData/DataTree to a netCDF (HDF5) file."""
+    if type(idata).__name__ == "DataTree":
+        idata.to_netcdf(str(path), engine="h5netcdf")
+    else:
+        idata.to_netcdf(str(path))
 
 
 def _dataset(data: dict, dims: dict[str, list[str]] | None = None, attrs=None, sample=True):
@@ -68,24 +126,19 @@ def _clean_attrs(attrs: dict) -> dict:
     return out
 
 
-def _idata_from_groups(groups: dict[str, Any]):
-    az = _az()
+def _idata_from_groups(group_data: dict[str, Any]):
     from . import __version__
 
-    attrs = {"ebmppl_version": __version__, **groups.pop("attrs", {})}
+    attrs = {"ebmppl_version": __version__, **group_data.pop("attrs", {})}
     datasets = {}
-    for group, data in groups.items():
+    for name, data in group_data.items():
         if data is None or (isinstance(data, dict) and not data):
             continue
         if isinstance(data, dict):
-            data = _dataset(data, sample=group not in ("observed_data",))
+            data = _dataset(data, sample=name not in ("observed_data",))
         data.attrs.update(_clean_attrs(attrs))
-        datasets[group] = data
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r".*not .*InferenceData scheme", category=UserWarning
-        )
-        return az.InferenceData(**datasets)
+        datasets[name] = data
+    return make_idata(datasets)
 
 
 def _ais_groups(result: AISResult) -> dict:
@@ -201,30 +254,41 @@ def summary_text(idata, var_names=None) -> str:
 
 
 def from_netcdf(path):
-    """Read an InferenceData written by ebmppl (or ArviZ) from ``path``.
+    """Read an InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x) written by ebmppl.
 
-    Raises ValueError with a clear message when the file is not an ArviZ netCDF file.
+    Files written under either ArviZ generation hold the same netCDF groups, so each
+    generation reads the other's files. Raises ValueError with a clear message when the file
+    is not an ArviZ/ebmppl netCDF file.
     """
-    az = _az()
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
     try:
-        return az.from_netcdf(path)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # netCDF/HDF5 libraries raise many types
+        if generation() == 0:
+            idata = _az().from_netcdf(str(path))
+        else:
+            import xarray as xr
+
+            idata = xr.open_datatree(str(path), engine="h5netcdf").load()
+    except Exception as err:
         raise ValueError(
             f"{path} is not an ArviZ/ebmppl netCDF file ({type(err).__name__}: {err})"
         ) from err
+    if not groups(idata):
+        raise ValueError(f"{path} is a netCDF file without ArviZ groups (no posterior, no ais)")
+    return idata
 
 
 def ais_result_from_arviz(idata) -> AISResult:
     """Rebuild an :class:`~ebmppl.AISResult` from the ``ais`` groups of an InferenceData."""
-    if "ais" not in idata.groups():
-        raise ValueError(f"this InferenceData has no 'ais' group (groups: {idata.groups()})")
-    ds = idata["ais"]
+    if "ais" not in groups(idata):
+        raise ValueError(f"this InferenceData has no 'ais' group (groups: {groups(idata)})")
+    ds = group(idata, "ais")
     attrs = dict(ds.attrs)
     particles = {}
-    if "ais_particles" in idata.groups():
-        particles = {k: np.asarray(v) for k, v in idata["ais_particles"].data_vars.items()}
+    if "ais_particles" in groups(idata):
+        particles = {k: np.asarray(v) for k, v in group(idata, "ais_particles").data_vars.items()}
     return AISResult(
         log_z=float(attrs["log_z"]),
         log_z_se=float(attrs["log_z_se"]),
@@ -243,27 +307,24 @@ def ais_result_from_arviz(idata) -> AISResult:
     )
 
 
+_group = group  # the report helpers below use `group` as an argument name
+
 # --- report helpers ---
 # Used by ebmppl.report (issue 5): every ArviZ call the reports make goes through these.
 
 
-def is_inference_data(obj) -> bool:
-    """Whether ``obj`` is an ArviZ ``InferenceData`` (checked without importing ArviZ)."""
-    return type(obj).__name__ == "InferenceData" and callable(getattr(obj, "groups", None))
-
-
 def group_arrays(idata, group: str) -> dict[str, np.ndarray]:
     """Return ``{variable: array}`` of one group (empty dict when the group is absent)."""
-    if group not in idata.groups():
+    if group not in groups(idata):
         return {}
-    return {str(k): np.asarray(v) for k, v in idata[group].data_vars.items()}
+    return {str(k): np.asarray(v) for k, v in _group(idata, group).data_vars.items()}
 
 
 def group_attrs(idata, group: str) -> dict[str, Any]:
     """Return the attributes of one group (empty dict when the group is absent)."""
-    if group not in idata.groups():
+    if group not in groups(idata):
         return {}
-    return dict(idata[group].attrs)
+    return dict(_group(idata, group).attrs)
 
 
 class _QuietArviZ:
@@ -295,11 +356,14 @@ def summary_table(
     Columns: mean, sd, the HDI bounds, mcse_mean, mcse_sd, ess_bulk, ess_tail, r_hat
     (unrounded; NaN where ArviZ cannot compute a value, e.g. R-hat with one chain).
     """
-    if group not in idata.groups() or not idata[group].data_vars:
+    if group not in groups(idata) or not _group(idata, group).data_vars:
         return [], [], np.zeros((0, 0))
     az = _az()
     with _QuietArviZ():
-        df = az.summary(idata, group=group, hdi_prob=hdi_prob, round_to="none")
+        if generation() == 0:
+            df = az.summary(idata, group=group, hdi_prob=hdi_prob, round_to="none")
+        else:
+            df = az.summary(idata, group=group, ci_prob=hdi_prob, ci_kind="hdi", round_to=None)
     values = df.to_numpy(dtype=np.float64, na_value=np.nan)
     return [str(i) for i in df.index], [str(c) for c in df.columns], values
 
@@ -310,7 +374,7 @@ def bfmi(idata) -> np.ndarray | None:
         return None
     az = _az()
     with _QuietArviZ():
-        return np.asarray(az.bfmi(idata), dtype=np.float64)
+        return np.asarray(az.bfmi(idata), dtype=np.float64).reshape(-1)
 
 
 def _plot_subset(idata, max_vars: int, max_components: int):
@@ -318,21 +382,20 @@ def _plot_subset(idata, max_vars: int, max_components: int):
     ``max_components`` entries along each extra dimension, for legible plots."""
     import xarray as xr
 
-    post = idata["posterior"]
+    post = _group(idata, "posterior")
     names = [n for n in post.data_vars if np.issubdtype(post[n].dtype, np.number)][:max_vars]
     ds = post[names]
     extra = {d: slice(0, max_components) for d in ds.dims if d not in ("chain", "draw")}
     ds = ds.isel(extra)
-    groups = {"posterior": xr.Dataset(ds.data_vars, attrs=dict(ds.attrs))}
-    if "sample_stats" in idata.groups():
-        groups["sample_stats"] = idata["sample_stats"]
-    az = _az()
+    parts = {"posterior": xr.Dataset(ds.data_vars, attrs=dict(ds.attrs))}
+    if "sample_stats" in groups(idata):
+        parts["sample_stats"] = _group(idata, "sample_stats")
     with _QuietArviZ():
-        return az.InferenceData(**groups)
+        return make_idata(parts)
 
 
 def _num_panels(idata) -> int:
-    post = idata["posterior"]
+    post = _group(idata, "posterior")
     return int(sum(np.prod(v.shape[2:], dtype=int) for v in post.data_vars.values()))
 
 
@@ -340,9 +403,11 @@ def plot_trace_png(idata, *, max_vars: int = 6, max_components: int = 4) -> byte
     """Trace plot (density and trace per variable, divergences marked) as PNG bytes."""
     from ._report_plots import figure_png, new_figure
 
-    if "posterior" not in idata.groups() or not idata["posterior"].data_vars:
+    if "posterior" not in groups(idata) or not _group(idata, "posterior").data_vars:
         return None
     sub = _plot_subset(idata, max_vars, max_components)
+    if generation() == 1:
+        return _trace_png_plain(sub)
     nvars = len(sub["posterior"].data_vars)
     fig = new_figure(10, 2.0 * nvars + 0.5)
     axes = fig.subplots(nvars, 2, squeeze=False)
@@ -357,9 +422,11 @@ def plot_rank_png(idata, *, max_vars: int = 6, max_components: int = 2) -> bytes
     """Rank plots (one panel per scalar component, bars per chain) as PNG bytes."""
     from ._report_plots import figure_png, new_figure
 
-    if "posterior" not in idata.groups() or not idata["posterior"].data_vars:
+    if "posterior" not in groups(idata) or not _group(idata, "posterior").data_vars:
         return None
     sub = _plot_subset(idata, max_vars, max_components)
+    if generation() == 1:
+        return _rank_png_plain(sub)
     num = _num_panels(sub)
     cols = min(num, 3)
     rows = -(-num // cols)
@@ -380,10 +447,85 @@ def plot_energy_png(idata) -> bytes | None:
 
     if "energy" not in group_arrays(idata, "sample_stats"):
         return None
+    if generation() == 1:
+        return _energy_png_plain(idata)
     fig = new_figure(6, 4)
     ax = fig.subplots()
     az = _az()
     with _QuietArviZ():
         az.plot_energy(idata, ax=ax, show=False)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+# Plain-matplotlib versions used with ArviZ 1.x (whose plotting lives in arviz-plots).
+def _components(idata):
+    post = _group(idata, "posterior")
+    for name, da in post.data_vars.items():
+        arr = np.asarray(da, dtype=np.float64)
+        flat = arr.reshape(arr.shape[0], arr.shape[1], -1)
+        for j in range(flat.shape[2]):
+            label = name if flat.shape[2] == 1 else f"{name}[{j}]"
+            yield label, flat[:, :, j]
+
+
+def _trace_png_plain(idata) -> bytes:
+    from ._report_plots import figure_png, new_figure
+
+    comps = list(_components(idata))
+    fig = new_figure(10, 1.8 * len(comps) + 0.5)
+    axes = fig.subplots(len(comps), 2, squeeze=False)
+    for (label, x), (ax_d, ax_t) in zip(comps, axes, strict=True):
+        for c in range(x.shape[0]):
+            ax_d.hist(x[c], bins=40, histtype="step", density=True)
+            ax_t.plot(x[c], lw=0.5)
+        ax_d.set_title(label)
+        ax_t.set_title(label)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _rank_png_plain(idata) -> bytes:
+    from scipy.stats import rankdata
+
+    from ._report_plots import figure_png, new_figure
+
+    comps = list(_components(idata))
+    cols = min(len(comps), 3)
+    rows = -(-len(comps) // cols)
+    fig = new_figure(3.4 * cols, 2.4 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(comps) :]:
+        ax.set_visible(False)
+    for (label, x), ax in zip(comps, axes, strict=False):
+        ranks = rankdata(x.reshape(-1)).reshape(x.shape)
+        for c in range(x.shape[0]):
+            ax.hist(ranks[c], bins=20, histtype="step")
+        ax.set_title(f"rank: {label}")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _energy_png_plain(idata) -> bytes:
+    from ._report_plots import figure_png, new_figure
+
+    energy = np.asarray(group_arrays(idata, "sample_stats")["energy"], dtype=np.float64)
+    fig = new_figure(6, 4)
+    ax = fig.subplots()
+    ax.hist(
+        (energy - energy.mean()).reshape(-1),
+        bins=40,
+        alpha=0.5,
+        density=True,
+        label="marginal energy",
+    )
+    ax.hist(
+        np.diff(energy, axis=1).reshape(-1),
+        bins=40,
+        alpha=0.5,
+        density=True,
+        label="energy transition",
+    )
+    ax.legend()
     fig.tight_layout()
     return figure_png(fig)

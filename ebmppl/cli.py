@@ -89,7 +89,9 @@ def demo(args) -> int:
     print("\nArviZ summary of the NUTS posterior:")
     print(summary_text(idata))
     out = args.out
-    idata.to_netcdf(out)
+    from .arviz import to_netcdf
+
+    to_netcdf(idata, out)
     print(f"\nInferenceData (posterior, sample_stats, energy, ais, ais_particles) -> {out}")
     if args.report:
         from .reporting import report

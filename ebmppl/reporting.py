@@ -866,7 +866,9 @@ def subsample_log_z(
 
 # --- the report builder -------------------------------------------------------------------
 def _is_idata(obj) -> bool:
-    return type(obj).__name__ == "InferenceData" and callable(getattr(obj, "groups", None))
+    from .arviz import is_inference_data
+
+    return is_inference_data(obj)
 
 
 def _is_mcmc(obj) -> bool:
@@ -1554,13 +1556,16 @@ def report(
 
             max_tree_depth = max_tree_depth or _max_tree_depth(obj)
             obj = to_arviz(obj)
-        groups = obj.groups()
+        from .arviz import group as _arviz_group
+        from .arviz import groups as _groups
+
+        groups = _groups(obj)
         if "posterior" not in groups and "ais" not in groups:
             raise ValueError(
                 "this InferenceData has neither a 'posterior' nor an 'ais' group "
                 f"(groups: {groups}); it was not written by ebmppl.to_arviz"
             )
-        if "posterior" in groups and obj["posterior"].data_vars:
+        if "posterior" in groups and _arviz_group(obj, "posterior").data_vars:
             b.add_mcmc(obj, max_tree_depth)
         if "ais" in groups:
             b.add_ais(_ais_with_extras(obj))
