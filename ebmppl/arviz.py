@@ -82,6 +82,25 @@ def group(idata, name: str):
     return idata[name]
 
 
+def arviz_pareto_khat(log_weights) -> float:
+    """The installed ArviZ's own PSIS k-hat of importance log weights (shape (N,)).
+
+    ArviZ 1.x's ``psislw`` takes the NEGATED log weights (passing them unchanged gives a bogus
+    k-hat); this handles the sign. The two generations also pick the tail differently for
+    N > 225 (0.x: ceil(min(0.2 N, 3 sqrt N)); 1.x: floor(3 sqrt N)), so their values differ
+    slightly there. ebmppl reports its own :func:`ebmppl.diagnostics.pareto_khat` (the 0.x
+    rule), which is therefore identical whichever ArviZ is installed.
+    """
+    lw = np.asarray(log_weights, dtype=np.float64)
+    if generation() == 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(_az().psislw(lw.copy())[1])
+    from arviz_stats.base import array_stats
+
+    return float(array_stats.psislw(-lw)[1])
+
+
 def to_netcdf(idata, path) -> None:
     """Write an InferenceData/DataTree to a netCDF (HDF5) file."""
     if type(idata).__name__ == "DataTree":

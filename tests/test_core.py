@@ -67,11 +67,16 @@ def test_dead_particles_count_as_zero_weight():
 
 
 def test_pareto_khat_matches_arviz():
-    az = pytest.importorskip("arviz")
+    from ebmppl import arviz as ebmppl_arviz
+
     rng = np.random.default_rng(1)
     for lw in (rng.normal(size=1000), 2.0 * rng.standard_t(3, size=4000), rng.normal(size=60)):
-        _, k_az = az.psislw(lw.copy())
-        assert diagnostics.pareto_khat(lw) == pytest.approx(float(k_az), abs=1e-10)
+        ours = diagnostics.pareto_khat(lw)
+        theirs = ebmppl_arviz.arviz_pareto_khat(lw)
+        if ebmppl_arviz.generation() == 0 or lw.size <= 225:
+            assert ours == pytest.approx(theirs, abs=1e-10)
+        else:  # ArviZ 1.x picks a slightly different tail length for N > 225
+            assert ours == pytest.approx(theirs, abs=0.05)
 
 
 def test_pareto_khat_separates_light_and_heavy_tails():
