@@ -388,12 +388,17 @@ def summary_table(
 
 
 def bfmi(idata) -> np.ndarray | None:
-    """E-BFMI per chain (``az.bfmi``), or None without ``sample_stats.energy``."""
-    if "energy" not in group_arrays(idata, "sample_stats"):
+    """E-BFMI per chain, or None without ``sample_stats.energy``.
+
+    ``sum_t (E_t - E_{t-1})^2 / (n var(E))`` per chain (Betancourt 2016), computed here in
+    NumPy so that both ArviZ generations give the same numbers (it equals ``az.bfmi`` of 0.x).
+    """
+    stats = group_arrays(idata, "sample_stats")
+    if "energy" not in stats:
         return None
-    az = _az()
-    with _QuietArviZ():
-        return np.asarray(az.bfmi(idata), dtype=np.float64).reshape(-1)
+    energy = np.asarray(stats["energy"], dtype=np.float64)
+    num = np.square(np.diff(energy, axis=1)).sum(axis=1) / energy.shape[1]
+    return num / np.var(energy, axis=1)
 
 
 def _plot_subset(idata, max_vars: int, max_components: int):

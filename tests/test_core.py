@@ -273,3 +273,20 @@ def test_exact_samplers_match_exact_moments(name):
     assert np.all(np.abs(x.var(0) - prob.var) < 4.4 * prob.var * np.sqrt(3.0 / n) + 1e-9)
     with pytest.raises(NotImplementedError):
         problems.banana().sample(3)
+
+
+def test_bfmi_is_computed_the_same_on_every_arviz_generation():
+    import xarray as xr
+
+    from ebmppl import arviz as ebmppl_arviz
+
+    energy = np.cumsum(np.random.default_rng(0).normal(size=(3, 400)), axis=1)
+    idata = ebmppl_arviz.make_idata(
+        {"sample_stats": xr.Dataset({"energy": (("chain", "draw"), energy)})}
+    )
+    expected = np.square(np.diff(energy, axis=1)).sum(1) / 400 / energy.var(1)
+    np.testing.assert_allclose(ebmppl_arviz.bfmi(idata), expected, rtol=1e-12)
+    if ebmppl_arviz.generation() == 0:
+        import arviz as az
+
+        np.testing.assert_allclose(ebmppl_arviz.bfmi(idata), az.bfmi(idata), rtol=1e-12)
