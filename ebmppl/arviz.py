@@ -383,6 +383,14 @@ def summary_table(
             df = az.summary(idata, group=group, hdi_prob=hdi_prob, round_to="none")
         else:
             df = az.summary(idata, group=group, ci_prob=hdi_prob, ci_kind="hdi", round_to=None)
+            # ArviZ 1.x names the interval "hdi94_lb"/"hdi94_ub"; use the 0.x names.
+            lo, hi = f"hdi_{100 * (1 - hdi_prob) / 2:g}%", f"hdi_{100 * (1 + hdi_prob) / 2:g}%"
+            df = df.rename(
+                columns={
+                    c: lo if str(c).endswith("_lb") else hi if str(c).endswith("_ub") else c
+                    for c in df.columns
+                }
+            )
     values = df.to_numpy(dtype=np.float64, na_value=np.nan)
     return [str(i) for i in df.index], [str(c) for c in df.columns], values
 
