@@ -80,3 +80,14 @@ def test_not_a_netcdf_file_is_a_clear_error(tmp_path):
         ea.from_netcdf(bad)
     with pytest.raises(FileNotFoundError):
         ea.from_netcdf(tmp_path / "missing.nc")
+
+
+def test_reads_a_file_written_under_arviz_1x():
+    """``run_arviz1.nc``: the same run written by ebmppl under ArviZ 1.3 (Python 3.12)."""
+    idata = ea.from_netcdf(DATA.with_name("run_arviz1.nc"))
+    assert set(ea.groups(idata)) == {"posterior", "sample_stats", "energy", "ais", "ais_particles"}
+    assert ea.group(idata, "posterior")["x"].shape == (2, 50, 2)
+    res = ea.ais_result_from_arviz(idata)
+    # written with another JAX version: equal to float32 round-off, not bit for bit
+    assert res.log_z == pytest.approx(LOG_Z, abs=1e-6)
+    assert res.pareto_khat == pytest.approx(KHAT, abs=1e-5)
