@@ -14,11 +14,30 @@ import numpyro.distributions as dist
 from numpyro.handlers import seed, trace
 from numpyro.infer import MCMC, NUTS
 
-from ebmppl.numpyro import AIS, NUTS_EXTRA_FIELDS, build_hmc_move, energy, problem_model
+import ebmppl.numpyro as backend_api
+from ebmppl.numpyro import (
+    AIS,
+    BDMC,
+    NUTS_EXTRA_FIELDS,
+    SMC,
+    build_hmc_move,
+    energy,
+    problem_model,
+)
 
 NAME = "numpyro"
 
-__all__ = ["NAME", "make_ais", "problem_model", "run_ais", "trace_model"]
+__all__ = [
+    "NAME",
+    "make_ais",
+    "make_smc",
+    "next_beta_by_cess",
+    "problem_model",
+    "run_ais",
+    "run_bdmc",
+    "run_smc",
+    "trace_model",
+]
 
 
 def make_ais(model, **options):
@@ -28,6 +47,30 @@ def make_ais(model, **options):
 def run_ais(model, seed_: int, *model_args, **options):
     """Run AIS with integer seed ``seed_``; returns an AISResult."""
     return make_ais(model, **options).run(jax.random.PRNGKey(seed_), *model_args)
+
+
+def make_smc(model, **options):
+    return SMC(model, **{"progress": False, **options})
+
+
+def run_smc(model, seed_: int, *model_args, **options):
+    """Run tempered SMC with integer seed ``seed_``; returns an AISResult."""
+    return make_smc(model, **options).run(jax.random.PRNGKey(seed_), *model_args)
+
+
+def run_bdmc(model, seed_: int, exact_samples, *model_args, **options):
+    """Run BDMC from ``exact_samples`` ({site: array (num, ...)}); returns a BDMCResult."""
+    bdmc = BDMC(model, **{"progress": False, **options})
+    return bdmc.run(jax.random.PRNGKey(seed_), exact_samples, *model_args)
+
+
+def next_beta_by_cess(log_weights, log_ratio, beta: float, target: float) -> float:
+    """The CESS bisection on NumPy inputs (N,), (N,); returns the next beta as a float."""
+    return float(
+        backend_api.next_beta_by_cess(
+            jnp.asarray(log_weights), jnp.asarray(log_ratio), jnp.asarray(beta), target
+        )
+    )
 
 
 def trace_model(model, *args):

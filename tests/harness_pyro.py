@@ -17,12 +17,31 @@ import torch
 from pyro import poutine
 from pyro.infer import MCMC
 
-from ebmppl.pyro import AIS, NUTS, build_hmc_move, energy, problem_model
+import ebmppl.pyro as backend_api
+from ebmppl.pyro import (
+    AIS,
+    BDMC,
+    NUTS,
+    SMC,
+    build_hmc_move,
+    energy,
+    problem_model,
+)
 from ebmppl.pyro._ais import build_potential
 
 NAME = "pyro"
 
-__all__ = ["NAME", "make_ais", "problem_model", "run_ais", "trace_model"]
+__all__ = [
+    "NAME",
+    "make_ais",
+    "make_smc",
+    "next_beta_by_cess",
+    "problem_model",
+    "run_ais",
+    "run_bdmc",
+    "run_smc",
+    "trace_model",
+]
 
 
 @contextlib.contextmanager
@@ -47,6 +66,38 @@ def run_ais(model, seed_: int, *model_args, **options):
     ais = make_ais(model, **options)
     with _one_thread():
         return ais.run(*model_args, generator=generator)
+
+
+def make_smc(model, **options):
+    return SMC(model, **{"progress": False, **options})
+
+
+def run_smc(model, seed_: int, *model_args, **options):
+    """Run tempered SMC with integer seed ``seed_``; returns an AISResult."""
+    generator = torch.Generator().manual_seed(seed_)
+    smc = make_smc(model, **options)
+    with _one_thread():
+        return smc.run(*model_args, generator=generator)
+
+
+def run_bdmc(model, seed_: int, exact_samples, *model_args, **options):
+    """Run BDMC from ``exact_samples`` ({site: array (num, ...)}); returns a BDMCResult."""
+    generator = torch.Generator().manual_seed(seed_)
+    bdmc = BDMC(model, **{"progress": False, **options})
+    with _one_thread():
+        return bdmc.run(exact_samples, *model_args, generator=generator)
+
+
+def next_beta_by_cess(log_weights, log_ratio, beta: float, target: float) -> float:
+    """The CESS bisection on NumPy inputs (N,), (N,); returns the next beta as a float."""
+    return float(
+        backend_api.next_beta_by_cess(
+            torch.as_tensor(np.asarray(log_weights)),
+            torch.as_tensor(np.asarray(log_ratio)),
+            torch.as_tensor(beta, dtype=torch.get_default_dtype()),
+            target,
+        )
+    )
 
 
 def trace_model(model, *args):

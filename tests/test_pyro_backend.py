@@ -24,6 +24,7 @@ import ebmppl
 from ebmppl import problems
 from ebmppl.pyro import (
     AIS,
+    SMC,
     EnergyNotBatchedError,
     ModelPotential,
     energy,
@@ -333,12 +334,37 @@ def test_result_info_and_progress(capsys):
         "num_particles", "schedule", "num_steps", "num_leapfrog_steps", "num_mcmc_steps",
         "step_size", "target_accept", "adapt_step_size", "adapt_mass", "adapt_rate",
         "step_size_jitter", "reference", "energy_sites", "observed_sites", "latent_sites",
-        "num_dropped_per_step", "wall_time", "devices",
+        "num_dropped_per_step", "wall_time", "devices", "adaptation",
+        "pilot_gradient_evaluations", "direction",
     }  # fmt: skip
     assert expected <= set(res.info)
     assert res.info["num_dropped_per_step"].shape == (8,)
     assert res.acceptance_rate.shape == res.step_size.shape == res.ess_trace.shape == (8,)
-    assert res.gradient_evaluations == 8 * (1 + 1 * 3)
+    # The default pilot run costs as much as the main run; both are counted.
+    assert res.info["pilot_gradient_evaluations"] == 8 * (1 + 1 * 3)
+    assert res.gradient_evaluations == 2 * 8 * (1 + 1 * 3)
+
+
+def test_smc_progress_and_pyro_info(capsys):
+    res = SMC(problem_model(GAUSS2), num_particles=32, num_replicas=3, progress=True).run(
+        generator=_gen(9)
+    )
+    err = capsys.readouterr().err
+    assert "SMC (pyro): step 500/500" in err  # the final line, once every replica is at 1
+    assert len(err.splitlines()) <= 2  # reported every 25 steps, not every step
+    assert res.backend == "pyro"
+    assert {"device", "dtype", "vectorize"} <= set(res.info)
+    assert res.log_weights.shape == (96,) and res.particles["x"].shape == (96, 2)
+
+
+def test_one_smc_replica_with_resampling_warns_that_the_se_is_optimistic():
+    # The warning comes from the backend-neutral result assembly (ebmppl._assemble).
+    with pytest.warns(RuntimeWarning, match="num_replicas >= 2") as caught:
+        res = SMC(problem_model(GAUSS2), num_particles=50, num_replicas=1, progress=False).run(
+            generator=_gen(10)
+        )
+    assert res.info["se_method"] == "weights"
+    assert caught[0].filename == __file__  # points at the user's call
 
 
 # -- NUTS and ArviZ --------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 The same algorithm as :mod:`ebmppl.numpyro._ais`, with the same building blocks:
 :func:`build_hmc_move` (one HMC move of a batch of particles at a given beta),
+:func:`build_mutation` (the HMC moves of one temperature plus kernel adaptation),
 :func:`build_ais_step` (weight update then moves: one annealing step of the population) and
 the :class:`AIS` driver. Everything acts on the whole particle batch at once; per-step
 statistics stay on the device until the end of the run (no host synchronisation in the loop).
+
+The building blocks also accept extra leading batch axes (``z`` of shape ``(*B, N, D)``), which
+:mod:`ebmppl.pyro._smc` uses to run independent replicas in the same model evaluations.
 """
 
 from __future__ import annotations
@@ -19,13 +23,25 @@ import numpy as np
 import pyro
 import torch
 
+from .. import diagnostics
 from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
-__all__ = ["AIS", "AISInfo", "AISState", "build_ais_step", "build_hmc_move", "build_potential"]
+__all__ = [
+    "AIS",
+    "AISInfo",
+    "AISState",
+    "build_ais_step",
+    "build_hmc_move",
+    "build_mutation",
+    "build_potential",
+    "kish_ess",
+    "weight_update",
+]
 
 LogParts = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Beta = float | torch.Tensor
 
 
 class AISState(NamedTuple):
@@ -38,33 +54,56 @@ class AISState(NamedTuple):
 
 
 class AISInfo(NamedTuple):
-    """Per-step diagnostics: 0-d tensors per step, or arrays (num_steps,) in a result."""
+    """Per-step diagnostics: tensors per step, or arrays with a leading (num_steps,) axis."""
 
-    acceptance_rate: torch.Tensor  # mean acceptance probability over live particles
-    step_size: torch.Tensor  # step size used at this step
-    ess: torch.Tensor  # Kish ESS of the weights after this step's increment
-    num_dropped: torch.Tensor  # particles with zero weight after this step
+    acceptance_rate: torch.Tensor  # () mean acceptance probability over live particles
+    step_size: torch.Tensor  # () step size used at this step
+    ess: torch.Tensor  # () Kish ESS of the weights after this step's increment
+    num_dropped: torch.Tensor  # () particles with zero weight after this step
+    inverse_mass: torch.Tensor  # (D,) diagonal inverse mass used at this step
+
+
+def forward_parts(log_parts: LogParts, z: torch.Tensor):
+    """Evaluate ``log_parts`` on particles ``z`` (*B, D) with the graph kept for a gradient.
+
+    Batch axes are flattened for the model, which sees (prod(B), D). Must run under
+    :func:`torch.enable_grad`. Returns ``(z_leaf, log_base, log_ratio)``, the last two (*B,).
+    """
+    z = z.detach().requires_grad_(True)
+    batch = z.shape[:-1]
+    lb, lr = log_parts(z.reshape(-1, z.shape[-1]))
+    return z, lb.reshape(batch), lr.reshape(batch)
+
+
+def potential_from_parts(z_leaf, log_base, log_ratio, beta: Beta):
+    """``U = -(log_base + beta * log_ratio)`` and its gradient from :func:`forward_parts`.
+
+    ``beta`` is a float or a tensor broadcastable to ``log_base`` (e.g. (R, 1) for replicas).
+    Returns detached ``(U (*B,), grad U (*B, D))``; the gradient of the sum over particles is
+    each particle's own gradient (particles are independent).
+    """
+    u = -(log_base + beta * log_ratio)
+    (grad,) = torch.autograd.grad(u.sum(), z_leaf, allow_unused=True)
+    if grad is None:  # the density does not depend on z at all
+        grad = torch.zeros_like(z_leaf)
+    return u.detach(), grad.detach()
 
 
 def build_potential(log_parts: LogParts):
-    """Return ``potential(z, beta) -> (U, grad U, log_base, log_ratio)`` for particles (N, D).
+    """Return ``potential(z, beta) -> (U, grad U, log_base, log_ratio)`` for particles (*B, D).
 
-    ``U = -(log_base + beta * log_ratio)``, shape (N,), is evaluated afresh at the given beta;
-    nothing is cached across temperatures (a stale potential biases log Z low). The gradient
-    (N, D) is taken with :func:`torch.autograd.grad` of the sum over particles (particles are
-    independent, so this is each particle's gradient). Non-finite potentials give non-finite
-    gradients for that particle only.
+    ``U = -(log_base + beta * log_ratio)``, shape (*B,), is evaluated afresh at the given beta;
+    nothing is cached across temperatures (a stale potential biases log Z low). ``beta`` is a
+    float or a tensor broadcastable to (*B,). The gradient (*B, D) is taken with
+    :func:`torch.autograd.grad` of the sum over particles. Non-finite potentials give
+    non-finite gradients for that particle only.
     """
 
-    def potential(z: torch.Tensor, beta: float):
+    def potential(z: torch.Tensor, beta: Beta):
         with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            lb, lr = log_parts(z)
-            u = -(lb + beta * lr)
-            (grad,) = torch.autograd.grad(u.sum(), z, allow_unused=True)
-        if grad is None:  # the density does not depend on z at all
-            grad = torch.zeros_like(z)
-        return u.detach(), grad.detach(), lb.detach(), lr.detach()
+            z_leaf, lb, lr = forward_parts(log_parts, z)
+            u, grad = potential_from_parts(z_leaf, lb, lr, beta)
+        return u, grad, lb.detach(), lr.detach()
 
     return potential
 
@@ -73,18 +112,18 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
     """Return ``move(z, U, grad, beta, step_size, inverse_mass, generator=None)``.
 
     One HMC move of every particle, leaving ``exp(log_base + beta * log_ratio)`` invariant.
-    ``z`` (N, D); ``U`` (N,) and ``grad`` (N, D) must be the potential and its gradient at
-    ``z`` *for this beta*; ``step_size`` is a scalar or one per particle (N,);
-    ``inverse_mass`` is a diagonal (D,). A proposal with a non-finite potential is rejected
-    (treated as zero density). Returns ``(z, U, grad, accept_prob)`` with ``accept_prob`` (N,).
+    ``z`` (*B, D); ``U`` (*B,) and ``grad`` (*B, D) must be the potential and its gradient at
+    ``z`` *for this beta*; ``beta`` is a float or a tensor broadcastable to (*B,);
+    ``step_size`` is a scalar or one per particle (*B,); ``inverse_mass`` is a diagonal
+    broadcastable to (*B, D), e.g. (D,). A proposal with a non-finite potential is rejected
+    (treated as zero density). Returns ``(z, U, grad, accept_prob)`` with ``accept_prob`` (*B,).
     """
     potential = build_potential(log_parts)
 
     def move(z, u0, g0, beta, step_size, inverse_mass, generator=None):
-        n = z.shape[0]
         eps = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
-        if eps.dim() == 1:
-            eps = eps[:, None]
+        if eps.dim() > 0:
+            eps = eps.unsqueeze(-1)
         p0 = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
         p0 = p0 / torch.sqrt(inverse_mass)
         z1, p, u1, g = z, p0, u0, g0
@@ -93,15 +132,15 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
             z1 = z1 + eps * inverse_mass * p
             u1, g, _, _ = potential(z1, beta)
             p = p - 0.5 * eps * g
-        kin0 = 0.5 * torch.sum(inverse_mass * p0**2, dim=1)
-        kin1 = 0.5 * torch.sum(inverse_mass * p**2, dim=1)
+        kin0 = 0.5 * torch.sum(inverse_mass * p0**2, dim=-1)
+        kin1 = 0.5 * torch.sum(inverse_mass * p**2, dim=-1)
         log_accept = (u0 + kin0) - (u1 + kin1)
         bad = torch.isnan(log_accept) | ~torch.isfinite(u1)
         log_accept = torch.where(bad, torch.full_like(log_accept, -torch.inf), log_accept)
         accept_prob = torch.clamp(torch.exp(log_accept), max=1.0)
-        unif = torch.rand((n,), generator=generator, dtype=z.dtype, device=z.device)
+        unif = torch.rand(z.shape[:-1], generator=generator, dtype=z.dtype, device=z.device)
         accepted = torch.log(unif) < log_accept
-        acc = accepted[:, None]
+        acc = accepted.unsqueeze(-1)
         return (
             torch.where(acc, z1, z),
             torch.where(accepted, u1, u0),
@@ -112,63 +151,110 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
     return move
 
 
-def build_ais_step(log_parts: LogParts, opts: AISOptions):
-    """Return ``step(state, beta_prev, beta, generator=None) -> (state, info)``.
+def build_mutation(log_parts: LogParts, opts: AISOptions):
+    """Return ``mutate(z, u, g, beta, alive, step_size, inverse_mass, generator=None)``.
 
-    The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
-    current positions (potential and gradient evaluated afresh at the new beta), then
-    ``num_mcmc_steps`` HMC moves at ``beta`` follow, each particle with its step size jittered
-    by U(1 - j, 1 + j). Non-finite increments drop the particle (log weight -inf). The step
-    size is adapted by ``exp(adapt_rate * (mean acceptance - target))`` and the diagonal
-    inverse mass is the Stan-shrunk variance of the live particles. ``beta_prev`` and
-    ``beta`` are Python floats; nothing in the step synchronises with the host.
+    Runs ``num_mcmc_steps`` HMC moves of every particle at ``beta`` (each particle's step size
+    jittered by U(1 - j, 1 + j)), then adapts the step size by
+    ``exp(adapt_rate * (mean acceptance - target_accept))`` and the diagonal inverse mass to
+    the Stan-shrunk variance of the live particles. Shapes, with optional leading batch axes B
+    (independent populations, e.g. SMC replicas): ``z`` (*B, N, D); ``u`` (*B, N) and ``g``
+    (*B, N, D) the potential and gradient at ``z`` for this beta; ``beta`` a float or a tensor
+    (*B,); ``alive`` (*B, N) bool; ``step_size`` (*B,); ``inverse_mass`` (*B, D). Returns
+    ``(z_new, mean_acceptance (*B,), new_step_size (*B,), new_inverse_mass (*B, D))``.
     """
-    potential = build_potential(log_parts)
     move = build_hmc_move(log_parts, opts.num_leapfrog_steps)
 
-    def step(state: AISState, beta_prev: float, beta: float, generator=None):
-        z = state.position
-        n = z.shape[0]
-        u, g, _, lr = potential(z, beta)
-        if beta > beta_prev:
-            incr = (beta - beta_prev) * lr.to(torch.float64)
-        else:
-            incr = torch.zeros((n,), dtype=torch.float64, device=z.device)
-        neg_inf = torch.full_like(incr, -torch.inf)
-        log_w = state.log_weights + torch.where(torch.isfinite(incr), incr, neg_inf)
-        log_w = torch.where(torch.isnan(log_w), neg_inf, log_w)
-        alive = torch.isfinite(log_w)
-        num_alive = alive.sum().clamp(min=1).to(z.dtype)
-
+    def mutate(z, u, g, beta, alive, step_size, inverse_mass, generator=None):
+        num_alive = alive.sum(-1).clamp(min=1).to(z.dtype)
         j = opts.step_size_jitter
-        jit = torch.rand((n,), generator=generator, dtype=z.dtype, device=z.device)
-        eps = state.step_size * (1.0 - j + 2.0 * j * jit)
-        acc = torch.zeros((n,), dtype=z.dtype, device=z.device)
+        jit = torch.rand(z.shape[:-1], generator=generator, dtype=z.dtype, device=z.device)
+        eps = step_size.unsqueeze(-1) * (1.0 - j + 2.0 * j * jit)
+        b = beta.unsqueeze(-1) if isinstance(beta, torch.Tensor) else beta
+        inv = inverse_mass.unsqueeze(-2)
+        acc = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         for _ in range(opts.num_mcmc_steps):
-            z, u, g, a = move(z, u, g, beta, eps, state.inverse_mass, generator)
+            z, u, g, a = move(z, u, g, b, eps, inv, generator)
             acc = acc + a
         acc = acc / opts.num_mcmc_steps
-        mean_acc = torch.where(alive, acc, torch.zeros_like(acc)).sum() / num_alive
-        step_size = state.step_size
+        mean_acc = torch.where(alive, acc, torch.zeros_like(acc)).sum(-1) / num_alive
+        new_step = step_size
         if opts.adapt_step_size:
-            step_size = step_size * torch.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
-        inverse_mass = state.inverse_mass
+            new_step = step_size * torch.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
+        new_inv_mass = inverse_mass
         if opts.adapt_mass:
-            mask = alive[:, None]
+            mask = alive.unsqueeze(-1)
             zero = torch.zeros_like(z)
-            mean = torch.where(mask, z, zero).sum(0) / num_alive
-            var = torch.where(mask, (z - mean) ** 2, zero).sum(0) / num_alive
+            na = num_alive.unsqueeze(-1)
+            mean = torch.where(mask, z, zero).sum(-2, keepdim=True) / na.unsqueeze(-1)
+            var = torch.where(mask, (z - mean) ** 2, zero).sum(-2) / na
             # Stan-style shrinkage towards a small constant keeps the metric well defined.
-            var = (num_alive / (num_alive + 5.0)) * var + 1e-3 * (5.0 / (num_alive + 5.0))
-            inverse_mass = torch.where(torch.isfinite(var).all(), var, inverse_mass)
-        lw_norm = log_w - torch.logsumexp(log_w, 0)
+            var = (na / (na + 5.0)) * var + 1e-3 * (5.0 / (na + 5.0))
+            ok = torch.isfinite(var).all(-1, keepdim=True)
+            new_inv_mass = torch.where(ok, var, inverse_mass)
+        return z, mean_acc, new_step, new_inv_mass
+
+    return mutate
+
+
+def weight_update(log_weights, log_ratio, beta_prev: Beta, beta: Beta):
+    """Add ``(beta - beta_prev) * log_ratio`` in float64; non-finite increments drop (-inf).
+
+    ``log_weights`` (*B, N) float64, ``log_ratio`` (*B, N); the betas are floats or tensors
+    broadcastable to (*B, N) (e.g. (R, 1)); they may decrease (reverse AIS). A particle whose
+    beta does not change gets no increment (so a -inf log ratio does not become NaN).
+    """
+    lr = log_ratio.to(torch.float64)
+    if isinstance(beta, torch.Tensor) or isinstance(beta_prev, torch.Tensor):
+        b = torch.as_tensor(beta, device=lr.device).to(torch.float64)
+        b_prev = torch.as_tensor(beta_prev, device=lr.device).to(torch.float64)
+        incr = torch.where(b != b_prev, (b - b_prev) * lr, torch.zeros_like(lr))
+    elif beta != beta_prev:
+        incr = (beta - beta_prev) * lr
+    else:
+        incr = torch.zeros_like(lr)
+    neg_inf = torch.full_like(incr, -torch.inf)
+    log_w = log_weights + torch.where(torch.isfinite(incr), incr, neg_inf)
+    return torch.where(torch.isnan(log_w), neg_inf, log_w)
+
+
+def kish_ess(log_weights: torch.Tensor) -> torch.Tensor:
+    """Kish ESS ``1 / sum(W^2)`` of the normalised weights over the last axis: (*B,)."""
+    lw_norm = log_weights - torch.logsumexp(log_weights, -1, keepdim=True)
+    return 1.0 / torch.exp(2 * lw_norm).sum(-1)
+
+
+def build_ais_step(log_parts: LogParts, opts: AISOptions):
+    """Return ``step(state, beta_prev, beta, generator=None, kernel=None) -> (state, info)``.
+
+    The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
+    current positions (potential and gradient evaluated afresh at the new beta), then the
+    moves of :func:`build_mutation` at ``beta`` follow. Non-finite increments drop the
+    particle (log weight -inf). Betas may also decrease (reverse AIS). ``beta_prev`` and
+    ``beta`` are Python floats. ``kernel``: ``(step_size (), inverse_mass (D,))`` tensors to
+    use instead of the state's adapted ones (the per-step kernel of a pilot run). Nothing in
+    the step synchronises with the host.
+    """
+    potential = build_potential(log_parts)
+    mutate = build_mutation(log_parts, opts)
+
+    def step(state: AISState, beta_prev: float, beta: float, generator=None, kernel=None):
+        z = state.position
+        u, g, _, lr = potential(z, beta)
+        log_w = weight_update(state.log_weights, lr, beta_prev, beta)
+        alive = torch.isfinite(log_w)
+        eps, inv_mass = (state.step_size, state.inverse_mass) if kernel is None else kernel
+        z_new, mean_acc, step_size, inverse_mass = mutate(
+            z, u, g, beta, alive, eps, inv_mass, generator
+        )
         info = AISInfo(
             acceptance_rate=mean_acc,
-            step_size=state.step_size,
-            ess=1.0 / torch.exp(2 * lw_norm).sum(),
-            num_dropped=n - alive.sum(),
+            step_size=eps,
+            ess=kish_ess(log_w),
+            num_dropped=z.shape[0] - alive.sum(),
+            inverse_mass=inv_mass,
         )
-        return AISState(z, log_w, step_size, inverse_mass), info
+        return AISState(z_new, log_w, step_size, inverse_mass), info
 
     return step
 
@@ -197,7 +283,12 @@ class AIS:
         step_size: initial HMC step size (default ``0.5 * dim ** -0.25``).
         target_accept: acceptance rate the step size is adapted towards across the schedule.
         adapt_step_size, adapt_mass: adapt the step size / a diagonal mass matrix (from the
-            particle population's variance) after each step.
+            particle population's variance) along the schedule.
+        adaptation: ``"pilot"`` (default): tune step sizes and masses on an independent pilot
+            run with the same number of particles, then run AIS with those fixed per-step
+            kernels, so every transition is exactly invariant and Z is unbiased (the pilot
+            doubles the cost; both are counted). ``"online"``: tune on the particles being
+            moved (half the cost, but an O(1/N) bias in log Z).
         step_size_jitter: each particle's step size is the base one times U(1-j, 1+j); avoids
             resonant trajectories in high dimension.
         reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
@@ -222,15 +313,38 @@ class AIS:
         Randomness comes from torch's global RNG (``pyro.set_rng_seed(s)`` makes the result
         reproducible, bit for bit) or from ``generator``, a ``torch.Generator`` on the model's
         device (then the global RNG is left untouched). ``generator`` is reserved: a model
-        keyword argument of that name cannot be passed through ``run``.
+        keyword argument of that name cannot be passed through ``run``. With pilot adaptation
+        the pilot draws its own initial particles and randomness from the same source.
 
         Returns:
             An :class:`~ebmppl.AISResult` with ``backend="pyro"``: ``log_weights`` (N,),
             ``particles`` per latent (and deterministic) site ``(N, *site shape)``, per-step
             ``acceptance_rate``, ``step_size``, ``ess_trace`` (num_steps,), and ``info`` with
-            the options, site names, ``num_dropped_per_step``, ``wall_time``, ``vectorize``,
-            ``dtype`` and ``device``.
+            the options, site names, ``num_dropped_per_step``, ``pilot_gradient_evaluations``,
+            ``direction`` (``"forward"``), ``wall_time``, ``vectorize``, ``dtype``, ``device``.
         """
+        return self._run(model_args, model_kwargs, generator)
+
+    def run_reverse(
+        self,
+        exact_samples,
+        *model_args,
+        generator: torch.Generator | None = None,
+        **model_kwargs,
+    ) -> AISResult:
+        """Reverse AIS from exact draws of the target (beta 1 -> 0), for BDMC upper bounds.
+
+        ``exact_samples`` maps every latent site to an array or tensor (num_samples, ...) of
+        exact draws from the normalised model (constrained space); there is one particle per
+        draw. The returned result's log weights estimate 1/Z unbiasedly, so its ``log_z``
+        (= -log mean w) is a stochastic UPPER bound on log Z (Grosse, Ghahramani & Adams
+        2015); ``log_z_se`` is its delta-method error; ``info["direction"]`` is
+        ``"reverse"`` and ``betas`` run from 1 to 0. With pilot adaptation the pilot reuses
+        the exact samples in a random order.
+        """
+        return self._run(model_args, model_kwargs, generator, initial=exact_samples)
+
+    def _run(self, model_args, model_kwargs, generator, initial=None) -> AISResult:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -245,13 +359,30 @@ class AIS:
                 reference=self.reference,
                 vectorize=self.vectorize,
             )
-        n = opts.num_particles
-        with pyro.validation_enabled(False), torch.no_grad():
-            z0 = pot.sample_base(n, generator)
-            _check_initial_energies(pot, z0)
-            state, info = self._anneal(pot, z0, generator)
-        betas = opts.betas
+        reverse = initial is not None
+        betas = opts.betas[::-1].copy() if reverse else opts.betas
         num_steps = betas.size - 1
+        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
+        direction = "reverse AIS" if reverse else "AIS"
+        pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
+        with pyro.validation_enabled(False), torch.no_grad():
+            if reverse:
+                z0 = pot.unconstrain_samples(initial)
+            else:
+                z0 = pot.sample_base(opts.num_particles, generator)
+            n = z0.shape[0]
+            _check_initial_energies(pot, z0, stacklevel=5)
+            fixed = None
+            if pilot:
+                if reverse:
+                    zp = z0[torch.randperm(n, generator=generator, device=z0.device)]
+                else:
+                    zp = pot.sample_base(n, generator)
+                label = f"{direction} pilot (pyro)" if progress else None
+                _, pinfo = self._anneal(pot, zp, betas, generator, None, label)
+                fixed = (pinfo.step_size, pinfo.inverse_mass)
+            label = f"{direction} (pyro)" if progress else None
+            state, info = self._anneal(pot, z0, betas, generator, fixed, label)
         log_w = state.log_weights.detach().cpu().numpy().astype(np.float64)
         num_dropped = int(np.sum(~np.isfinite(log_w)))
         if num_dropped == n:
@@ -267,15 +398,21 @@ class AIS:
                 k: v.detach().cpu().numpy() for k, v in pot.postprocess(state.position).items()
             }
         evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
-        return AISResult.from_log_weights(
-            log_w,
+        if reverse:
+            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
+            make, fields = AISResult, {"log_z": -log_w_inv, "log_z_se": se}
+        else:
+            make, fields = AISResult.from_log_weights, {}
+        return make(
+            log_weights=log_w,
+            **fields,
             betas=betas,
             particles=particles,
             acceptance_rate=info.acceptance_rate,
             step_size=info.step_size,
             ess_trace=info.ess,
             backend="pyro",
-            gradient_evaluations=evals,
+            gradient_evaluations=evals * (2 if pilot else 1),
             num_dropped=num_dropped,
             info={
                 **opts.describe(),
@@ -284,20 +421,36 @@ class AIS:
                 "observed_sites": tuple(pot.observed_names),
                 "latent_sites": tuple(pot.latent),
                 "num_dropped_per_step": np.asarray(info.num_dropped),
+                "pilot_gradient_evaluations": evals if pilot else 0,
                 "wall_time": time.perf_counter() - start,
                 "devices": 1,
+                "direction": "reverse" if reverse else "forward",
                 "device": str(pot.device),
                 "dtype": str(pot.dtype).replace("torch.", ""),
                 "vectorize": pot.vectorize,
             },
         )
 
-    def _anneal(self, pot: ModelPotential, z0: torch.Tensor, generator):
-        """The annealing loop; returns the final state and per-step info as NumPy arrays."""
+    def _anneal(
+        self,
+        pot: ModelPotential,
+        z0: torch.Tensor,
+        betas: np.ndarray,
+        generator,
+        fixed=None,
+        label: str | None = None,
+    ):
+        """Run the schedule ``betas`` from particles ``z0`` (N, D).
+
+        ``fixed``: per-step kernels ``(step_size (T,), inverse_mass (T, D))`` from a pilot run
+        (used as given, no adaptation), or None (adapt online). ``label``: progress line
+        prefix, or None for no progress. Returns the final state and per-step
+        :class:`AISInfo` as NumPy arrays with a leading (T,) axis.
+        """
         opts = self.options
         n, dtype, device = z0.shape[0], z0.dtype, z0.device
-        betas = [float(b) for b in opts.betas]
-        num_steps = len(betas) - 1
+        steps = [float(b) for b in betas]
+        num_steps = len(steps) - 1
         inv_mass = torch.ones((pot.dim,), dtype=dtype, device=device)
         if opts.adapt_mass:
             inv_mass = torch.clamp(torch.var(z0, dim=0, unbiased=False), min=1e-6)
@@ -308,13 +461,15 @@ class AIS:
             torch.as_tensor(init_step, dtype=dtype, device=device),
             inv_mass,
         )
+        if fixed is not None:
+            fixed = tuple(torch.as_tensor(f, dtype=dtype, device=device) for f in fixed)
         step = build_ais_step(pot.log_parts, opts)
-        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        report = progress_printer("AIS (pyro)", num_steps) if progress else None
+        report = progress_printer(label, num_steps) if label else None
         every = max(1, -(-num_steps // 20))
         infos: list[AISInfo] = []
         for t in range(num_steps):
-            state, info = step(state, betas[t], betas[t + 1], generator)
+            kernel = None if fixed is None else (fixed[0][t], fixed[1][t])
+            state, info = step(state, steps[t], steps[t + 1], generator, kernel)
             infos.append(info)
             if report is not None and ((t + 1) % every == 0 or t + 1 == num_steps):
                 report(t + 1, _stack(infos[-every:]))
@@ -322,29 +477,32 @@ class AIS:
 
 
 def _stack(infos: list[AISInfo]) -> AISInfo:
-    """Per-step 0-d tensors -> NumPy arrays (num_steps,): the one host transfer of a run."""
+    """Per-step tensors -> NumPy arrays with a leading (num_steps,) axis (one host transfer)."""
     return AISInfo(
         *(torch.stack([torch.as_tensor(v) for v in vals]).cpu().numpy() for vals in zip(*infos))
     )
 
 
-def _check_initial_energies(pot: ModelPotential, z0: torch.Tensor) -> None:
-    """Raise (most particles) or warn (a few) when energies are non-finite at the start."""
+def _check_initial_energies(pot: ModelPotential, z0: torch.Tensor, stacklevel: int) -> None:
+    """Raise (most particles) or warn (a few) when energies are non-finite at the start.
+
+    ``z0`` (N, D); ``stacklevel`` of the warning, counted from the function that warns
+    (``_complain``), so that it points at the user's call.
+    """
     n = z0.shape[0]
     if pot.energy_names:
         values = pot.energy_values(z0)
         for name in pot.energy_names:
             e = values[name].reshape(n, -1)
             bad = ~torch.all(torch.isfinite(e), dim=1)
-            _complain(int(bad.sum()), n, f"energy site '{name}'")
+            _complain(int(bad.sum()), n, f"energy site '{name}'", stacklevel)
     _, lr = pot.log_parts(z0)
     bad = ~torch.isfinite(lr)
-    _complain(
-        int(bad.sum()), n, f"the model's annealed sites {pot.observed_names + pot.energy_names}"
-    )
+    what = f"the model's annealed sites {pot.observed_names + pot.energy_names}"
+    _complain(int(bad.sum()), n, what, stacklevel)
 
 
-def _complain(num_bad: int, n: int, what: str) -> None:
+def _complain(num_bad: int, n: int, what: str, stacklevel: int) -> None:
     if num_bad == 0:
         return
     msg = (
@@ -359,5 +517,5 @@ def _complain(num_bad: int, n: int, what: str) -> None:
     warnings.warn(
         msg + "; those particles get zero weight (counted in num_dropped)",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )

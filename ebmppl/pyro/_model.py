@@ -301,6 +301,40 @@ class BatchedModel:
             parts.append(lat.transform.inv(v).reshape(v.shape[0], -1).to(self.dtype))
         return torch.cat(parts, dim=1)
 
+    def unconstrain_samples(self, samples: Mapping[str, Any]) -> torch.Tensor:
+        """Flat unconstrained particles (num_samples, dim) from constrained draws per site.
+
+        ``samples`` maps every latent site to an array or tensor (num_samples, *site shape)
+        (other keys are ignored); values are cast to the model's dtype and device.
+        """
+        if not isinstance(samples, Mapping):
+            raise TypeError(f"exact samples must be a dict {{site: array}}, got {type(samples)}")
+        missing = sorted(set(self.latent) - set(samples))
+        if missing:
+            raise ValueError(f"exact samples are missing the latent sites {missing}")
+        x = {}
+        for name, lat in self.latent.items():
+            v = samples[name]
+            if not isinstance(v, torch.Tensor):
+                v = torch.as_tensor(np.asarray(v))
+            if v.dim() == 0:
+                raise ValueError(
+                    f"exact samples of site '{name}' must have shape (num_samples, "
+                    f"*{lat.shape}), got a scalar"
+                )
+            x[name] = v.detach().to(dtype=self.dtype, device=self.device)
+        sizes = {n: int(v.shape[0]) for n, v in x.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"exact samples disagree on the number of draws: {sizes}")
+        for name, lat in self.latent.items():
+            got = tuple(x[name].shape[1:])
+            if got != lat.shape:
+                raise ValueError(
+                    f"exact samples of site '{name}' have shape (num_samples, *{got}), "
+                    f"expected (num_samples, *{lat.shape})"
+                )
+        return self.unconstrain(x).detach()
+
     # -- batched evaluation -----------------------------------------------------------
     def _collect(self, tr, kinds: tuple[str, ...], n: int | None) -> dict:
         """Read log densities / site values off a trace (``n=None``: single particle)."""

@@ -1,0 +1,141 @@
+"""Backend-neutral assembly of SMC and BDMC results from per-step arrays (NumPy only).
+
+Both backends run the sampler on their own device and hand the final weights and per-step
+statistics here as NumPy arrays, so the result (estimate, standard error, ``info`` keys) is
+computed by the same code whichever backend produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import diagnostics
+from ._options import SMCOptions
+from .results import AISResult, BDMCResult
+
+__all__ = ["bdmc_result", "smc_result"]
+
+
+def smc_result(
+    opts: SMCOptions,
+    pot,
+    log_weights: np.ndarray,
+    steps: Mapping[str, np.ndarray],
+    particles: Mapping[str, np.ndarray],
+    *,
+    backend: str,
+    start: float,
+    extra_info: Mapping[str, Any] | None = None,
+) -> AISResult:
+    """Build the :class:`~ebmppl.AISResult` of a tempered SMC run with R replicas of N particles.
+
+    Args:
+        opts: the run's options.
+        pot: the backend's model potential (for ``reference_kind``, ``energy_names``,
+            ``observed_names`` and ``latent``).
+        log_weights: final log weights, shape (R, N).
+        steps: per-step statistics, each (R, T) over the T loop steps run: ``beta`` (reached
+            at the step), ``acceptance_rate``, ``step_size`` (used at the step), ``ess``,
+            ``resampled`` (bool) and ``active`` (False once the replica had reached beta = 1).
+        particles: final particles per site, each (R * N, ...).
+        backend: ``"numpyro"`` or ``"pyro"``.
+        start: ``time.perf_counter()`` at the start of the run (for ``wall_time``).
+        extra_info: backend-specific entries added to ``info``.
+
+    Warns (with the caller's caller as the location) when one replica of an adaptive or
+    resampling run has to report the weight-based standard error, which understates the error.
+    """
+    base = opts.base
+    r, n = opts.num_replicas, base.num_particles
+    log_w = np.asarray(log_weights, dtype=np.float64).reshape(r, n)
+    active = np.asarray(steps["active"], dtype=bool)
+    num_steps = active.sum(1)
+    if np.all(~np.isfinite(log_w)):
+        raise RuntimeError(
+            "every particle of every replica got zero weight: the energy sites "
+            f"{pot.energy_names} or observed sites {pot.observed_names} returned "
+            "non-finite values. Check the energy for NaN/inf"
+        )
+    replica_lz = np.array([diagnostics.log_mean_exp(lw) for lw in log_w])
+    replica_se = np.array([diagnostics.log_z_from_weights(lw)[1] for lw in log_w])
+    exact_weights = not opts.adaptive and opts.resampling is None
+    if r >= 2:
+        log_z, log_z_se = diagnostics.combine_log_z(replica_lz)
+        se_method = "replicas"
+    else:
+        log_z, log_z_se = replica_lz[0], replica_se[0]
+        se_method = "weights"
+        if not exact_weights:
+            warnings.warn(
+                "with one replica, the standard error of an SMC/adaptive run comes from "
+                "the final weights and understates the error; use num_replicas >= 2",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    beta = np.asarray(steps["beta"], dtype=np.float64)
+    betas = np.full((r, active.shape[1] + 1), np.nan)
+    betas[:, 0] = 0.0
+    betas[:, 1:] = np.where(active, beta, np.nan)
+
+    def first(name):
+        return np.asarray(steps[name][0][: num_steps[0]], dtype=np.float64)
+
+    evals = float(np.mean(num_steps) * (1 + base.num_mcmc_steps * base.num_leapfrog_steps))
+    resampled = np.where(active, np.asarray(steps["resampled"], dtype=bool), False)
+    return AISResult(
+        log_z=log_z,
+        log_z_se=log_z_se,
+        log_weights=log_w.reshape(-1),
+        betas=np.concatenate([[0.0], first("beta")]),
+        particles=particles,
+        acceptance_rate=first("acceptance_rate"),
+        step_size=first("step_size"),
+        ess_trace=first("ess"),
+        backend=backend,
+        gradient_evaluations=round(evals),
+        num_dropped=int(np.sum(~np.isfinite(log_w))),
+        info={
+            **opts.describe(),
+            "method": "smc",
+            "se_method": se_method,
+            "reference": pot.reference_kind,
+            "energy_sites": tuple(pot.energy_names),
+            "observed_sites": tuple(pot.observed_names),
+            "latent_sites": tuple(pot.latent),
+            "replica_log_z": replica_lz,
+            "replica_log_z_se": replica_se,
+            "num_steps_per_replica": num_steps.astype(np.int64),
+            "betas_per_replica": betas,
+            "resampled": resampled[0][: num_steps[0]],
+            "num_resampling_events": resampled.sum(1).astype(np.int64),
+            "acceptance_rate_per_replica": np.where(
+                active, np.asarray(steps["acceptance_rate"], np.float64), np.nan
+            ),
+            "wall_time": time.perf_counter() - start,
+            **(extra_info or {}),
+        },
+    )
+
+
+def bdmc_result(lower: AISResult, upper: AISResult) -> BDMCResult:
+    """Pair forward AIS (``lower``) with reverse AIS (``upper``) into a :class:`BDMCResult`.
+
+    The forward result's ``info`` also gets ``log_z_upper``, ``log_z_upper_se`` and
+    ``bdmc_gap`` (upper minus lower log Z).
+    """
+    lower = dataclasses.replace(
+        lower,
+        info={
+            **lower.info,
+            "log_z_upper": upper.log_z,
+            "log_z_upper_se": upper.log_z_se,
+            "bdmc_gap": upper.log_z - lower.log_z,
+        },
+    )
+    return BDMCResult(lower=lower, upper=upper)
