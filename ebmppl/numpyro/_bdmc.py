@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 
+from .._assemble import bdmc_result
 from ..results import BDMCResult
 from ._ais import AIS
 
@@ -29,13 +28,4 @@ class BDMC:
         k_fwd, k_rev = jax.random.split(rng_key)
         lower = self.ais.run(k_fwd, *model_args, **model_kwargs)
         upper = self.ais.run_reverse(k_rev, exact_samples, *model_args, **model_kwargs)
-        lower = dataclasses.replace(
-            lower,
-            info={
-                **lower.info,
-                "log_z_upper": upper.log_z,
-                "log_z_upper_se": upper.log_z_se,
-                "bdmc_gap": upper.log_z - lower.log_z,
-            },
-        )
-        return BDMCResult(lower=lower, upper=upper)
+        return bdmc_result(lower, upper)

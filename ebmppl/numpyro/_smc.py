@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from typing import NamedTuple
 
 import jax
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import diagnostics
+from .._assemble import smc_result
 from .._options import SMCOptions, progress_printer
 from ..results import AISResult
 from ._ais import (
@@ -266,76 +265,25 @@ class SMC:
         return self._result(pot, state, info, post, start)
 
     def _result(self, pot, state, info: SMCInfo, post, start) -> AISResult:
-        opts, base = self.options, self.options.base
-        r, n = opts.num_replicas, base.num_particles
-        log_w = np.asarray(state.log_weights, dtype=np.float64)  # (R, N)
-        active = np.asarray(info.active)  # (R, T)
-        steps = active.sum(1)
-        if np.all(~np.isfinite(log_w)):
-            raise RuntimeError(
-                "every particle of every replica got zero weight: the energy sites "
-                f"{pot.energy_names} or observed sites {pot.observed_names} returned "
-                "non-finite values. Check the energy for NaN/inf"
-            )
-        replica_lz = np.array([diagnostics.log_mean_exp(lw) for lw in log_w])
-        replica_se = np.array([diagnostics.log_z_from_weights(lw)[1] for lw in log_w])
-        exact_weights = not opts.adaptive and opts.resampling is None
-        if r >= 2:
-            log_z, log_z_se = diagnostics.combine_log_z(replica_lz)
-            se_method = "replicas"
-        else:
-            log_z, log_z_se = replica_lz[0], replica_se[0]
-            se_method = "weights"
-            if not exact_weights:
-                warnings.warn(
-                    "with one replica, the standard error of an SMC/adaptive run comes from "
-                    "the final weights and understates the error; use num_replicas >= 2",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        t_max = active.shape[1]
-        betas = np.full((r, t_max + 1), np.nan)
-        betas[:, 0] = 0.0
-        betas[:, 1:] = np.where(active, np.asarray(info.beta, np.float64), np.nan)
-
-        def first(a):
-            return np.asarray(a[0][: steps[0]], dtype=np.float64)
-
-        particles = {
-            k: np.asarray(v).reshape((r * n, *np.shape(v)[1:]))
-            for k, v in post(np.asarray(state.position).reshape(r * n, -1)).items()
+        r, n = self.options.num_replicas, self.options.base.num_particles
+        steps = {
+            "beta": np.asarray(info.beta),
+            "acceptance_rate": np.asarray(info.acceptance_rate),
+            "step_size": np.asarray(info.step_size),
+            "ess": np.asarray(info.ess),
+            "resampled": np.asarray(info.resampled),
+            "active": np.asarray(info.active),
         }
-        evals = float(np.mean(steps) * (1 + base.num_mcmc_steps * base.num_leapfrog_steps))
-        resampled = np.where(active, np.asarray(info.resampled), False)
-        return AISResult(
-            log_z=log_z,
-            log_z_se=log_z_se,
-            log_weights=log_w.reshape(-1),
-            betas=np.concatenate([[0.0], first(np.asarray(info.beta))]),
-            particles=particles,
-            acceptance_rate=first(np.asarray(info.acceptance_rate)),
-            step_size=first(np.asarray(info.step_size)),
-            ess_trace=first(np.asarray(info.ess)),
+        flat = np.asarray(state.position).reshape(r * n, -1)
+        particles = {
+            k: np.asarray(v).reshape((r * n, *np.shape(v)[1:])) for k, v in post(flat).items()
+        }
+        return smc_result(
+            self.options,
+            pot,
+            np.asarray(state.log_weights, dtype=np.float64),
+            steps,
+            particles,
             backend="numpyro",
-            gradient_evaluations=round(evals),
-            num_dropped=int(np.sum(~np.isfinite(log_w))),
-            info={
-                **opts.describe(),
-                "method": "smc",
-                "se_method": se_method,
-                "reference": pot.reference_kind,
-                "energy_sites": tuple(pot.energy_names),
-                "observed_sites": tuple(pot.observed_names),
-                "latent_sites": tuple(pot.latent),
-                "replica_log_z": replica_lz,
-                "replica_log_z_se": replica_se,
-                "num_steps_per_replica": steps.astype(np.int64),
-                "betas_per_replica": betas,
-                "resampled": resampled[0][: steps[0]],
-                "num_resampling_events": resampled.sum(1).astype(np.int64),
-                "acceptance_rate_per_replica": np.where(
-                    active, np.asarray(info.acceptance_rate, np.float64), np.nan
-                ),
-                "wall_time": time.perf_counter() - start,
-            },
+            start=start,
         )
