@@ -139,3 +139,73 @@ def bdmc_result(lower: AISResult, upper: AISResult) -> BDMCResult:
         },
     )
     return BDMCResult(lower=lower, upper=upper)
+
+
+def check_not_all_dropped(pot, log_weights: np.ndarray, num_dropped_per_step, betas) -> int:
+    """Return the number of dropped particles; raise when every particle was dropped."""
+    n = log_weights.size
+    num_dropped = int(np.sum(~np.isfinite(log_weights)))
+    if num_dropped == n:
+        first = int(np.argmax(np.asarray(num_dropped_per_step) >= n))
+        raise RuntimeError(
+            f"every particle's weight became zero by step {first} "
+            f"(beta={betas[first + 1]:.4g}): the energy sites {pot.energy_names} or observed "
+            f"sites {pot.observed_names} returned non-finite values there. "
+            "Check the energy for NaN/inf"
+        )
+    return num_dropped
+
+
+def ais_result(
+    opts,
+    pot,
+    log_weights: np.ndarray,
+    betas: np.ndarray,
+    particles: Mapping[str, np.ndarray],
+    info,
+    *,
+    backend: str,
+    reverse: bool,
+    pilot: bool,
+    start: float,
+    extra_info: Mapping[str, Any] | None = None,
+) -> AISResult:
+    """Build the :class:`~ebmppl.AISResult` of a forward or reverse AIS run (either backend).
+
+    ``info`` holds per-step arrays (num_steps,): ``acceptance_rate``, ``step_size``, ``ess``,
+    ``num_dropped``. For a reverse run the weights estimate 1/Z, so ``log_z`` is
+    ``-log mean(w)`` (a stochastic upper bound) with the same delta-method standard error.
+    """
+    log_w = np.asarray(log_weights, dtype=np.float64)
+    num_dropped = check_not_all_dropped(pot, log_w, info.num_dropped, betas)
+    num_steps = betas.size - 1
+    evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
+    if reverse:
+        log_w_inv, se = diagnostics.log_z_from_weights(log_w)
+        make, fields = AISResult, {"log_z": -log_w_inv, "log_z_se": se}
+    else:
+        make, fields = AISResult.from_log_weights, {}
+    return make(
+        log_weights=log_w,
+        **fields,
+        betas=betas,
+        particles=particles,
+        acceptance_rate=np.asarray(info.acceptance_rate),
+        step_size=np.asarray(info.step_size),
+        ess_trace=np.asarray(info.ess),
+        backend=backend,
+        gradient_evaluations=evals * (2 if pilot else 1),
+        num_dropped=num_dropped,
+        info={
+            **opts.describe(),
+            "reference": pot.reference_kind,
+            "energy_sites": tuple(pot.energy_names),
+            "observed_sites": tuple(pot.observed_names),
+            "latent_sites": tuple(pot.latent),
+            "num_dropped_per_step": np.asarray(info.num_dropped),
+            "pilot_gradient_evaluations": evals if pilot else 0,
+            "wall_time": time.perf_counter() - start,
+            "direction": "reverse" if reverse else "forward",
+            **(extra_info or {}),
+        },
+    )

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import diagnostics
+from .._assemble import ais_result, check_not_all_dropped
 from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import ModelPotential
@@ -423,45 +423,20 @@ class AIS:
         label = f"{direction} (numpyro)" if progress else None
         state, info = self._anneal(segment, z0, betas, key_run, fixed, chunk, label)
         log_w = np.asarray(state.log_weights, dtype=np.float64)
-        num_dropped = int(np.sum(~np.isfinite(log_w)))
-        if num_dropped == n:
-            first = int(np.argmax(info.num_dropped >= n))
-            raise RuntimeError(
-                f"every particle's weight became zero by step {first} "
-                f"(beta={betas[first + 1]:.4g}): the energy sites {pot.energy_names} or observed "
-                f"sites {pot.observed_names} returned non-finite values there. "
-                "Check the energy for NaN/inf"
-            )
+        check_not_all_dropped(pot, log_w, info.num_dropped, betas)
         particles = {k: np.asarray(v) for k, v in post(state.position).items()}
-        evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
-        if reverse:
-            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
-            make, fields = AISResult, {"log_z": -log_w_inv, "log_z_se": se}
-        else:
-            make, fields = AISResult.from_log_weights, {}
-        return make(
-            log_weights=log_w,
-            **fields,
-            betas=betas,
-            particles=particles,
-            acceptance_rate=info.acceptance_rate,
-            step_size=info.step_size,
-            ess_trace=info.ess,
+        return ais_result(
+            opts,
+            pot,
+            log_w,
+            betas,
+            particles,
+            info,
             backend="numpyro",
-            gradient_evaluations=evals * (2 if pilot else 1),
-            num_dropped=num_dropped,
-            info={
-                **opts.describe(),
-                "reference": pot.reference_kind,
-                "energy_sites": tuple(pot.energy_names),
-                "observed_sites": tuple(pot.observed_names),
-                "latent_sites": tuple(pot.latent),
-                "num_dropped_per_step": np.asarray(info.num_dropped),
-                "pilot_gradient_evaluations": evals if pilot else 0,
-                "wall_time": time.perf_counter() - start,
-                "devices": len(jax.devices()) if self.shard else 1,
-                "direction": "reverse" if reverse else "forward",
-            },
+            reverse=reverse,
+            pilot=pilot,
+            start=start,
+            extra_info={"devices": len(jax.devices()) if self.shard else 1},
         )
 
 

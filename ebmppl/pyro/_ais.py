@@ -23,7 +23,7 @@ import numpy as np
 import pyro
 import torch
 
-from .. import diagnostics
+from .._assemble import ais_result, check_not_all_dropped
 from .._options import AISOptions, progress_printer
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
@@ -361,7 +361,6 @@ class AIS:
             )
         reverse = initial is not None
         betas = opts.betas[::-1].copy() if reverse else opts.betas
-        num_steps = betas.size - 1
         progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
         direction = "reverse AIS" if reverse else "AIS"
         pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
@@ -384,47 +383,24 @@ class AIS:
             label = f"{direction} (pyro)" if progress else None
             state, info = self._anneal(pot, z0, betas, generator, fixed, label)
         log_w = state.log_weights.detach().cpu().numpy().astype(np.float64)
-        num_dropped = int(np.sum(~np.isfinite(log_w)))
-        if num_dropped == n:
-            first = int(np.argmax(info.num_dropped >= n))
-            raise RuntimeError(
-                f"every particle's weight became zero by step {first} "
-                f"(beta={betas[first + 1]:.4g}): the energy sites {pot.energy_names} or observed "
-                f"sites {pot.observed_names} returned non-finite values there. Check the energy "
-                "for NaN/inf"
-            )
+        check_not_all_dropped(pot, log_w, info.num_dropped, betas)
         with pyro.validation_enabled(False):
             particles = {
                 k: v.detach().cpu().numpy() for k, v in pot.postprocess(state.position).items()
             }
-        evals = num_steps * (1 + opts.num_mcmc_steps * opts.num_leapfrog_steps)
-        if reverse:
-            log_w_inv, se = diagnostics.log_z_from_weights(log_w)
-            make, fields = AISResult, {"log_z": -log_w_inv, "log_z_se": se}
-        else:
-            make, fields = AISResult.from_log_weights, {}
-        return make(
-            log_weights=log_w,
-            **fields,
-            betas=betas,
-            particles=particles,
-            acceptance_rate=info.acceptance_rate,
-            step_size=info.step_size,
-            ess_trace=info.ess,
+        return ais_result(
+            opts,
+            pot,
+            log_w,
+            betas,
+            particles,
+            info,
             backend="pyro",
-            gradient_evaluations=evals * (2 if pilot else 1),
-            num_dropped=num_dropped,
-            info={
-                **opts.describe(),
-                "reference": pot.reference_kind,
-                "energy_sites": tuple(pot.energy_names),
-                "observed_sites": tuple(pot.observed_names),
-                "latent_sites": tuple(pot.latent),
-                "num_dropped_per_step": np.asarray(info.num_dropped),
-                "pilot_gradient_evaluations": evals if pilot else 0,
-                "wall_time": time.perf_counter() - start,
+            reverse=reverse,
+            pilot=pilot,
+            start=start,
+            extra_info={
                 "devices": 1,
-                "direction": "reverse" if reverse else "forward",
                 "device": str(pot.device),
                 "dtype": str(pot.dtype).replace("torch.", ""),
                 "vectorize": pot.vectorize,
