@@ -674,7 +674,7 @@ def scaling_configs(quick: bool, gpu: bool | int = False, torch_device_: str = "
     if gpu:  # gpu.sh: 10^5 particles; its CPU smoke run (no GPU): 10^3, fewer configurations
         n = 10**5 if gpu is True else int(gpu)
         plan = {
-            "particles": [n // 10, n] if n >= 10**5 else [n],
+            "particles": [n],
             "dims": ([100], [1000]) if n >= 10**5 else ([], [1000]),
             "dim_n": n,
             "mem_n": n,
@@ -938,13 +938,21 @@ def dynamic_sync_count(n: int = 500, lengths=(10, 40), device: str = "cpu") -> d
     wrapped for the duration of a run; a per-step sync would make the count grow with the
     number of steps. On CUDA, ``torch.cuda.set_sync_debug_mode("warn")`` counts syncs too.
     """
+    import pyro
+    import pyro.distributions as dist
     import torch
 
-    from ebmppl.pyro import AIS
+    from ebmppl.pyro import AIS, energy
 
     _torch_setup(device)
-    prob = get_problem("gaussian10")
-    model = pyro_model(prob, device)
+    # Only device tensors in the model (the problem energies turn NumPy constants into tensors
+    # on every call, a host-to-device copy that is the model's, not the AIS loop's).
+    loc, scale = torch.zeros(10, device=device), torch.tensor(2.0, device=device)
+
+    def model():
+        x = pyro.sample("x", dist.Normal(loc, scale).to_event(1))
+        energy("E", lambda x: 0.5 * (x**2).sum(-1), x)
+
     names = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy", "cpu")
     counts: dict = {}
     originals = {k: getattr(torch.Tensor, k) for k in names}
@@ -1209,7 +1217,7 @@ def run_gpu() -> dict:
     _save_gpu(out)
     print(f"c. scaling at {n} particles (fresh subprocess per configuration)", flush=True)
     rows = []
-    for cfg in scaling_configs(False, gpu=n, torch_device_=tdev):
+    for cfg in scaling_configs(True, gpu=n, torch_device_=tdev):  # 20 steps, except the pair
         if cfg["backend"] in backends:
             rows.append(spawn(cfg, timeout=120))
             _print_scale(rows[-1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,12 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 OUT = HERE / "RESULTS.md"
 OVERHEAD_FILE = "overhead.json"  # set by main(): the overhead run the tables come from
+OTHER: dict = {}  # set by main(): the other overhead run's summary ratios, if any
+
+
+def _other(key: str) -> str:
+    v = OTHER.get("summary", {}).get(key)
+    return "–" if v is None else f"{v:.2f}"
 
 
 def _load(name: str) -> dict | None:
@@ -107,6 +114,7 @@ def targets_section(ov: dict | None) -> list[str]:
             [
                 f"AIS overhead, {r['backend']}, {r['problem']}, N={r['num_particles']:,}",
                 f"{r['ratio']:.2f}",
+                _other(f"{r['backend']}_{r['device']}_{r['problem']}_N{r['num_particles']}"),
                 f"<= {r['target']}",
                 "yes" if met else "**no**",
                 "" if met else _overhead_reason(r),
@@ -116,40 +124,12 @@ def targets_section(ov: dict | None) -> list[str]:
     nuts = ov.get("nuts")
     if nuts:
         met = nuts["ratio"] <= nuts["target"]
-        hlo = nuts.get("compiled_program", {})
-        reason = ""
-        if not met:
-            pf, fh = nuts["plugin_over_factor"], nuts["factor_over_hand"]
-            same = hlo and hlo["plugin"] == hlo["factor"]
-            reason = (
-                f"ebmppl's `energy()` vs the same model with plain `numpyro.factor`: {pf:.2f}"
-                + (" (same fused-kernel and loop counts in the compiled sampler)" if same else "")
-                + f"; NumPyro's model path vs a hand-written `potential_fn`: {fh:.2f}"
-            )
-            if hlo:
-                reason += (
-                    f" ({hlo['factor']['fusions']} vs {hlo['hand']['fusions']} fused kernels, "
-                    f"{hlo['factor']['loops']} vs {hlo['hand']['loops']} loops)"
-                )
-            reason += (
-                f"; a NUTS leapfrog here costs only {nuts['s_per_leapfrog']['hand'] * 1e6:.1f} "
-                "µs, so a few extra kernels show"
-            )
-            twins = [
-                e["plugin"]["wall_s"] / e["factor"]["wall_s"]
-                for e in nuts["per_seed"]
-                if e["plugin"]["leapfrogs"] == e["factor"]["leapfrogs"]
-            ]
-            if twins:  # identical trajectories: their wall-time ratio is pure timing noise
-                reason += (
-                    f". Timing noise at this load: the ebmppl and numpyro.factor chains follow "
-                    f"identical trajectories, yet their per-seed wall-time ratios span "
-                    f"{min(twins):.2f}–{max(twins):.2f}"
-                )
+        reason = _nuts_note(nuts)
         rows.append(
             [
                 "NUTS plugin overhead, gaussian10 (time per ESS)",
                 f"{nuts['ratio']:.2f}",
+                _other("nuts_plugin_overhead"),
                 f"<= {nuts['target']}",
                 "yes" if met else "**no**",
                 reason,
@@ -189,6 +169,10 @@ def targets_section(ov: dict | None) -> list[str]:
                     f"{m['ratio']:.3f} ({m['delta_mb']:+.1f} MiB; keeping every step's particles: "
                     f"+{m['if_states_kept_mb']:.0f} MiB)"
                 ),
+                _other(
+                    f"{m['backend']}_memory_1000_over_100_steps"
+                    + ("" if m["allocator"] == "default" else "_fixed_mmap_threshold")
+                ),
                 "no growth (<= 1.05)",
                 "yes" if met else "**no**",
                 reason,
@@ -201,6 +185,7 @@ def targets_section(ov: dict | None) -> list[str]:
             [
                 "sharding speed-up, 2 host devices (no target)",
                 f"{sh['speedup']:.2f}x",
+                _other("sharding_speedup_2_devices"),
                 "report",
                 "–",
                 _shard_reason(sh),
@@ -214,13 +199,25 @@ def targets_section(ov: dict | None) -> list[str]:
             [
                 "torch host syncs per AIS step",
                 f"{per:.2f}",
+                "",
                 "0",
                 "yes" if per == 0 else "**no**",
                 "",
                 "",
             ]
         )
-    out += _table(["check", "measured", "target", "met", "why not", "load"], rows)
+    other = f"other run ({OTHER['name']})" if OTHER else "other run"
+    head = ["check", "measured", other, "target", "met", "why not (or note)", "load"]
+    out += _table(head, rows)
+    if OTHER:
+        out += [
+            (
+                f"Measured: from `{OVERHEAD_FILE}`; the other run's ratios (`{OTHER['name']}`, "
+                "fewer repeats, smaller sizes for some rows such as the memory pair, possibly "
+                "another load) show how far a number moves between runs on this shared machine."
+            ),
+            "",
+        ]
     return out
 
 
@@ -405,6 +402,11 @@ def overhead_section(ov: dict | None) -> list[str]:
     return out
 
 
+def _dim(problem: str) -> int:
+    digits = re.search(r"(\d+)$", problem)
+    return int(digits.group(1)) if digits else 2
+
+
 def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
     out = [
         "### c. Scaling",
@@ -415,6 +417,8 @@ def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
             "where it reports one (GPU), else the process's peak resident set (`VmHWM`, the same "
             "high-water mark as `getrusage` max RSS, which on Linux carries the parent's peak "
             "over fork + exec) and, for reference, the RSS after imports (the library baseline)."
+            " Particle state = N x D float32 (positions; momenta and gradients are the same size),"
+            " small next to the JAX/XLA and torch baselines and the compiler's working memory."
             " The torch steps pair is also run with glibc's `MALLOC_MMAP_THRESHOLD_` fixed: with "
             "the default (dynamic) threshold glibc keeps freed (N, D) temporaries in its heap, "
             "so peak RSS grows with the number of steps although live data does not "
@@ -430,6 +434,7 @@ def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
         "cold s",
         "warm s",
         "grad evals / s (warm)",
+        "particle state MiB",
         "peak MiB",
         "after import MiB",
         "log Z error",
@@ -441,7 +446,7 @@ def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
         if "error" in r:
             return [r["backend"], r["problem"], r["num_particles"], r["num_steps"], "error"] + [
                 ""
-            ] * 7
+            ] * 8
         warm = r.get("warm_s")
         peak = r["device_peak_mb"] if r.get("device_peak_mb") else r["peak_rss_mb"]
         return [
@@ -452,6 +457,7 @@ def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
             _f(r["cold_s"], ".2f"),
             _f(warm),
             _f(r["grad_evals"] / warm, ".3g") if warm else "–",
+            _f(r["num_particles"] * _dim(r["problem"]) * 4 / 2**20, ".2f"),
             _f(peak, ".0f"),
             _f(r["rss_after_import_mb"], ".0f"),
             _f(r.get("log_z_error"), "+.3f"),
@@ -512,7 +518,11 @@ def _compile_comment(comp: dict) -> str:
     dyn, static = comp["compiled"], comp["compiled_static"]
     best = max(dyn["speedup"], static["speedup"])
     first = max(dyn["cold_s"], static["cold_s"])
-    text = f"It works on this CPU (first runs, which compile, take up to {first:.0f} s); "
+    text = (
+        f"It works on this CPU (first runs, which compile, take up to {first:.0f} s; the "
+        "`dynamic=False` variant runs second in the same process and reuses some of the first "
+        "one's compiled kernels); "
+    )
     if best < 1.1:
         text += (
             "it does not pay here: at this size the MLP's matrix products dominate and there "
@@ -526,16 +536,49 @@ def _compile_comment(comp: dict) -> str:
             "makes the particle axis symbolic, and that code is slower; `dynamic=False` "
             "compiles one graph per batch size."
         )
-    return text
+    return text.strip()
+
+
+def _nuts_note(nuts: dict) -> str:
+    """Where the NUTS time goes, and how noisy it is (shown whether or not the target is met)."""
+    hlo = nuts.get("compiled_program", {})
+    pf, fh = nuts["plugin_over_factor"], nuts["factor_over_hand"]
+    same = bool(hlo) and hlo["plugin"] == hlo["factor"]
+    note = f"ebmppl's `energy()` vs the same model with plain `numpyro.factor`: {pf:.2f}"
+    if same:
+        note += " (same fused-kernel and loop counts in the compiled sampler)"
+    note += f"; NumPyro's model path vs a hand-written `potential_fn`: {fh:.2f}"
+    if hlo:
+        note += (
+            f" ({hlo['factor']['fusions']} vs {hlo['hand']['fusions']} fused kernels, "
+            f"{hlo['factor']['loops']} vs {hlo['hand']['loops']} loops; a leapfrog costs "
+            f"{nuts['s_per_leapfrog']['hand'] * 1e6:.1f} µs)"
+        )
+    twins = [
+        e["plugin"]["wall_s"] / e["factor"]["wall_s"]
+        for e in nuts["per_seed"]
+        if e["plugin"]["leapfrogs"] == e["factor"]["leapfrogs"]
+    ]
+    if twins:  # identical trajectories: their wall-time ratio is pure timing noise
+        note += (
+            ". Timing noise: the ebmppl and numpyro.factor chains follow identical "
+            f"trajectories, yet their per-seed wall-time ratios span {min(twins):.2f}–"
+            f"{max(twins):.2f}"
+        )
+    return note
 
 
 def _shard_reason(sh: dict) -> str:
-    text = f"2 host devices on 2 cores shared with other jobs (load {sh['load']:.1f})"
-    if "cores_busy_shard_false" in sh:
-        text += (
-            f"; cores busy: {sh['cores_busy_shard_false']:.2f} unsharded (XLA's own threads) vs "
-            f"{sh['cores_busy_shard_true']:.2f} sharded"
+    busy1, busy2 = sh.get("cores_busy_shard_false"), sh.get("cores_busy_shard_true")
+    if busy1 is not None and busy1 > 1.5:
+        return (
+            f"one device already keeps {busy1:.2f} of the 2 cores busy (XLA's intra-op threads "
+            f"on the ({sh['num_particles']:,}, 10) arrays), two keep {busy2:.2f}: a second host "
+            "device has almost nothing left to use; on GPUs each device brings its own compute"
         )
+    text = f"2 host devices on 2 cores shared with other jobs (load {sh['load']:.1f})"
+    if busy1 is not None:
+        text += f"; cores busy: {busy1:.2f} unsharded vs {busy2:.2f} sharded"
     return text
 
 
@@ -766,12 +809,16 @@ def gpu_section(gpu: dict | None) -> list[str]:
 
 
 def main() -> int:
-    # The newer of the full and the --quick overhead runs (the section says which it is).
+    # The full overhead run when there is one (more repeats), else the --quick one; the
+    # targets table shows the other run's ratios next to them, a direct view of the scatter.
     runs = [n for n in ("overhead.json", "overhead_quick.json") if (RESULTS / n).exists()]
-    ov_name = max(runs, key=lambda n: (RESULTS / n).stat().st_mtime) if runs else "overhead.json"
+    ov_name = runs[0] if runs else "overhead.json"
+    other_name = runs[1] if len(runs) > 1 else None
     ov, gpu = _load(ov_name), _load("overhead_gpu.json")
-    global OVERHEAD_FILE
+    global OVERHEAD_FILE, OTHER
     OVERHEAD_FILE = ov_name
+    if other_name:
+        OTHER = {"name": other_name, "summary": _load(other_name).get("summary", {})}
     lines = [
         "# Benchmark results",
         "",
