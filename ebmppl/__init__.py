@@ -11,6 +11,8 @@ Backends live in :mod:`ebmppl.numpyro` and :mod:`ebmppl.pyro` and are imported o
 from __future__ import annotations
 
 from . import diagnostics, problems, schedules
+from ._checks import DoublyIntractableWarning
+from ._runs import RunInterrupted
 from .reporting import compare, report
 from .results import AISResult, BDMCResult
 from .schedules import make_schedule
@@ -20,6 +22,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AISResult",
     "BDMCResult",
+    "DoublyIntractableWarning",
+    "RunInterrupted",
     "__version__",
     "compare",
     "diagnostics",

@@ -17,9 +17,18 @@ import numpy as np
 
 from . import diagnostics
 from ._options import SMCOptions
+from ._runs import DriveOutput, RunControl, dropped_summary
 from .results import AISResult, BDMCResult
 
-__all__ = ["bdmc_result", "smc_result"]
+__all__ = [
+    "ais_result",
+    "bdmc_result",
+    "check_not_all_dropped",
+    "describe_sites",
+    "run_identity",
+    "run_info",
+    "smc_result",
+]
 
 
 def smc_result(
@@ -168,12 +177,14 @@ def ais_result(
     reverse: bool,
     pilot: bool,
     start: float,
+    num_batches: int = 1,
     extra_info: Mapping[str, Any] | None = None,
 ) -> AISResult:
     """Build the :class:`~ebmppl.AISResult` of a forward or reverse AIS run (either backend).
 
     ``info`` holds per-step arrays (num_steps,): ``acceptance_rate``, ``step_size``, ``ess``,
-    ``num_dropped``. For a reverse run the weights estimate 1/Z, so ``log_z`` is
+    ``num_dropped`` (over all ``num_batches`` batches, whose particles are all in
+    ``log_weights``; ``gradient_evaluations`` per particle then spreads the pilot over them). For a reverse run the weights estimate 1/Z, so ``log_z`` is
     ``-log mean(w)`` (a stochastic upper bound) with the same delta-method standard error.
     """
     log_w = np.asarray(log_weights, dtype=np.float64)
@@ -194,7 +205,7 @@ def ais_result(
         step_size=np.asarray(info.step_size),
         ess_trace=np.asarray(info.ess),
         backend=backend,
-        gradient_evaluations=evals * (2 if pilot else 1),
+        gradient_evaluations=round(evals * (num_batches + int(pilot)) / num_batches),
         num_dropped=num_dropped,
         info={
             **opts.describe(),
@@ -209,3 +220,46 @@ def ais_result(
             **(extra_info or {}),
         },
     )
+
+
+def describe_sites(pot, sites: list[str]) -> str:
+    """Name the sites found non-finite (for error messages)."""
+    energies = [s for s in sites if s in pot.energy_names]
+    others = [s for s in sites if s not in pot.energy_names]
+    parts = [f"energy site '{s}'" for s in energies]
+    if others:
+        parts.append(f"observed/factor sites {others}")
+    if not parts:
+        return (
+            f"no single site (the summed log density of {pot.observed_names + pot.energy_names} "
+            "was NaN or inf)"
+        )
+    return ", ".join(parts)
+
+
+def run_identity(backend: str, model, opts, pot, betas, reverse: bool) -> dict[str, Any]:
+    """What must agree between a checkpoint and the run resuming from it."""
+    options = opts.describe()
+    options.pop("chunk_size", None)  # memory only: a resumed run may use another chunk size
+    return {
+        "backend": backend,
+        "model": getattr(model, "__qualname__", type(model).__name__),
+        "options": options,
+        "betas": np.asarray(betas, np.float64).tobytes().hex(),
+        "latent": tuple(pot.latent),
+        "dim": int(pot.dim),
+        "reverse": reverse,
+    }
+
+
+def run_info(out: DriveOutput, control: RunControl, betas, info) -> dict[str, Any]:
+    """``info`` entries describing batches, stopping, checkpoints and dropped particles."""
+    return {
+        "stopped_by": out.stopped_by,
+        "num_batches": len(out.batches),
+        "target_se": control.target_se,
+        "max_time": control.max_time,
+        "checkpoint": control.checkpoint,
+        "resumed_from_step": out.resumed_from,
+        **dropped_summary(info.num_dropped, betas),
+    }

@@ -13,6 +13,13 @@ from .schedules import check_positive_int, make_schedule
 ADAPTATION = ("pilot", "online")
 
 
+def is_number(value) -> bool:
+    """A real Python or NumPy scalar, not a bool (``True`` is not a step size)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
 @dataclass(frozen=True)
 class AISOptions:
     """Validated AIS options; see :class:`ebmppl.numpyro.AIS` for their meaning."""
@@ -30,6 +37,7 @@ class AISOptions:
     step_size_jitter: float
     progress: bool | None
     adaptation: str = "pilot"
+    chunk_size: int | None = None
 
     @classmethod
     def create(
@@ -48,6 +56,7 @@ class AISOptions:
         step_size_jitter: float = 0.2,
         progress: bool | None = None,
         adaptation: str = "pilot",
+        chunk_size: int | None = None,
     ) -> AISOptions:
         num_particles = check_positive_int(num_particles, "num_particles")
         if not isinstance(schedule, str):
@@ -61,21 +70,24 @@ class AISOptions:
         num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
         num_mcmc_steps = check_positive_int(num_mcmc_steps, "num_mcmc_steps")
         if step_size is not None:
-            if not (
-                isinstance(step_size, (int, float)) and np.isfinite(step_size) and step_size > 0
-            ):
+            if not (is_number(step_size) and np.isfinite(step_size) and step_size > 0):
                 raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
             step_size = float(step_size)
-        if not (isinstance(target_accept, (int, float)) and 0.0 < target_accept < 1.0):
+        if not (is_number(target_accept) and 0.0 < target_accept < 1.0):
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-        if not (isinstance(adapt_rate, (int, float)) and 0.0 <= adapt_rate <= 10.0):
+        if not (is_number(adapt_rate) and 0.0 <= adapt_rate <= 10.0):
             raise ValueError(f"adapt_rate must lie in [0, 10], got {adapt_rate!r}")
-        if not (isinstance(step_size_jitter, (int, float)) and 0.0 <= step_size_jitter < 1.0):
+        if not (is_number(step_size_jitter) and 0.0 <= step_size_jitter < 1.0):
             raise ValueError(f"step_size_jitter must lie in [0, 1), got {step_size_jitter!r}")
+        for flag, value in (("adapt_step_size", adapt_step_size), ("adapt_mass", adapt_mass)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, got {progress!r}")
         if adaptation not in ADAPTATION:
             raise ValueError(f"adaptation must be one of {ADAPTATION}, got {adaptation!r}")
+        if chunk_size is not None:
+            chunk_size = check_positive_int(chunk_size, "chunk_size")
         return cls(
             num_particles,
             betas,
@@ -90,6 +102,7 @@ class AISOptions:
             float(step_size_jitter),
             progress,
             adaptation,
+            chunk_size,
         )
 
     def describe(self) -> dict:
@@ -160,11 +173,11 @@ class SMCOptions:
             base = AISOptions.create(
                 schedule=schedule, num_steps=100 if num_steps is None else num_steps, **ais_options
             )
-        if not (isinstance(target_cess, (int, float)) and 0.0 < target_cess < 1.0):
+        if not (is_number(target_cess) and 0.0 < target_cess < 1.0):
             raise ValueError(f"target_cess must lie in (0, 1), got {target_cess!r}")
         if resampling is not None and resampling not in RESAMPLING:
             raise ValueError(f"resampling must be one of {RESAMPLING} or None, got {resampling!r}")
-        if not (isinstance(resample_threshold, (int, float)) and 0.0 <= resample_threshold <= 1.0):
+        if not (is_number(resample_threshold) and 0.0 <= resample_threshold <= 1.0):
             raise ValueError(f"resample_threshold must lie in [0, 1], got {resample_threshold!r}")
         num_replicas = check_positive_int(num_replicas, "num_replicas")
         return cls(

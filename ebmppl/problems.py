@@ -28,9 +28,11 @@ __all__ = [
     "double_well",
     "funnel",
     "gaussian",
+    "gaussian_with_hole",
     "get_problem",
     "mixture",
     "positive",
+    "shifted",
 ]
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -287,6 +289,74 @@ def positive(*, shape: float = 2.0, rate: float = 1.0, slope: float = 3.0, power
         mean=np.array((a + k) / (b + c)),
         var=np.array((a + k) / (b + c) ** 2),
         sampler=lambda num, rng: rng.gamma(a + k, 1.0 / (b + c), size=num),
+    )
+
+
+def gaussian_with_hole(*, hole_mass: float = 0.01, prior_scale: float = 2.0) -> Problem:
+    """A 2-D Gaussian energy that is NaN on a ball holding ``hole_mass`` of the target's mass.
+
+    ``E = |x - m|^2 / 2`` with ``m = (1, 0)`` under a ``N(0, s^2 I)`` prior, except inside a
+    ball off the target's centre, where the energy is NaN. ``log_z`` is the log normalising
+    constant of the same model with zero density on the ball (a fault-injection problem:
+    samplers must treat the NaN region as zero density, neither crash nor return NaN).
+    """
+    m = np.array([1.0, 0.0])
+    prec = 1.0 / prior_scale**2 + 1.0  # isotropic target precision
+    mu = m / prec
+    centre = mu + np.array([0.8, 0.6]) / np.sqrt(prec)
+    nc = float(np.sum((centre - mu) ** 2) * prec)
+    radius = _brentq(lambda r: stats.ncx2.cdf(r**2 * prec, 2, nc) - hole_mass, 1e-6, 10.0)
+    # Z without the hole: (2 pi)^{d/2} N(m; 0, (s^2 + 1) I), d = 2.
+    cov = (prior_scale**2 + 1.0) * np.eye(2)
+    full = LOG_2PI + stats.multivariate_normal(np.zeros(2), cov).logpdf(m)
+    log_z = float(full + np.log1p(-hole_mass))
+
+    def energy_fn(x, xp):
+        e = 0.5 * xp.sum((x - xp.asarray(m)) ** 2, -1)
+        inside = xp.sum((x - xp.asarray(centre)) ** 2, -1) < radius**2
+        return xp.where(inside, xp.asarray(float("nan")), e)
+
+    return Problem(
+        "gaussian_with_hole",
+        2,
+        "normal",
+        (prior_scale,),
+        energy_fn,
+        log_z,
+        f"2-D Gaussian energy, NaN on a ball with {hole_mass:.0%} of the target mass",
+        extra={"centre": centre, "radius": radius, "hole_mass": hole_mass},
+    )
+
+
+def _brentq(fn, lo: float, hi: float) -> float:
+    from scipy.optimize import brentq
+
+    return float(brentq(fn, lo, hi, xtol=1e-12))
+
+
+def shifted(problem: Problem, offset: float) -> Problem:
+    """``problem`` with ``offset`` added to its energy: ``log_z`` becomes ``log_z - offset``.
+
+    Large offsets (1e4) test the numerical range of log weights and log Z.
+    """
+    base = problem.energy_fn
+
+    def energy_fn(x, xp):
+        return base(x, xp) + offset
+
+    return Problem(
+        f"{problem.name}_shifted",
+        problem.dim,
+        problem.prior,
+        problem.prior_params,
+        energy_fn,
+        problem.log_z - offset,
+        f"{problem.description} plus {offset:g}",
+        mean=problem.mean,
+        var=problem.var,
+        multimodal=problem.multimodal,
+        extra=problem.extra,
+        sampler=problem.sampler,
     )
 
 

@@ -987,11 +987,20 @@ class _Builder:
 
         dropped = int(res.num_dropped or np.sum(~finite))
         t = THRESHOLDS["dropped_fraction"]
+        where = ""
+        at, counts = info.get("dropped_at_betas"), info.get("dropped_counts")
+        if dropped and at is not None and np.size(at):
+            pairs = [f"{int(c)} at beta {_num(float(b))}" for b, c in zip(at, counts, strict=True)]
+            more = f" and {len(pairs) - 5} more betas" if len(pairs) > 5 else ""
+            where = "; " + ", ".join(pairs[:5]) + more
+        sites = info.get("dropped_sites")
+        if dropped and sites:
+            where += f"; non-finite site(s): {', '.join(map(str, sites))}"
         self.check(
             "ais.dropped",
             "dropped_fraction",
             dropped / n,
-            f"{dropped} of {n} particles dropped (non-finite energy, weight 0)",
+            f"{dropped} of {n} particles dropped (non-finite energy, weight 0){where}",
             "make the energy finite wherever the prior puts mass (e.g. clip its input) or "
             "pass a reference= distribution that stays where it is finite",
             "dropped particles",

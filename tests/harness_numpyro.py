@@ -214,3 +214,57 @@ def run_nuts(model, seed_: int, *model_args, num_warmup=500, num_samples=1000, n
     )
     mcmc.run(jax.random.PRNGKey(seed_), *model_args, extra_fields=NUTS_EXTRA_FIELDS)
     return mcmc, {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
+# -- long runs, bad energies, fuzzing ---------------------------------------------------
+def run_ais_control(model, seed_: int, run_kwargs: dict, *model_args, **options):
+    """Run AIS with run-control keywords (target_se, checkpoint, ...); returns an AISResult."""
+    return make_ais(model, **options).run(jax.random.PRNGKey(seed_), *model_args, **run_kwargs)
+
+
+DTYPES = {
+    "float16": jnp.float16,
+    "float32": jnp.float32,
+    "int32": jnp.int32,
+    "bool": jnp.bool_,
+    "complex64": jnp.complex64,
+}
+
+
+def shaped_energy_model(plate_size, shape: tuple, dtype: str):
+    """x ~ N(0, 1) (inside a plate of ``plate_size`` if given); energy returns ``shape``/``dtype``."""
+
+    def fn(v):
+        return (jnp.zeros(shape) + jnp.sum(v**2)).astype(DTYPES[dtype])
+
+    def model():
+        if plate_size is None:
+            x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+            energy("E_fuzz", fn, x)
+        else:
+            with numpyro.plate("items", plate_size):
+                x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+                energy("E_fuzz", fn, x)
+
+    return model
+
+
+def doubly_intractable_model(normalized: bool = False):
+    """theta ~ N(0, 1); energy E_theta(data) = theta * sum(data^2) on fixed data."""
+    data = jnp.array([0.3, -1.2, 0.5])
+
+    def model():
+        theta = numpyro.sample("theta", dist.Normal(0.0, 1.0))
+        energy("E_di", lambda d: theta * jnp.sum(d**2), data, normalized=normalized)
+
+    return model
+
+
+def latent_input_model():
+    """x ~ N(0, 1)^3; energy of the latent x (an ordinary energy factor, no warning)."""
+
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        energy("E_ok", lambda v: jnp.sum(v**2), x)
+
+    return model

@@ -241,3 +241,60 @@ def run_nuts(model, seed_: int, *model_args, num_warmup=500, num_samples=1000, n
         )
         mcmc.run(*model_args)
     return mcmc, {k: v.detach().cpu().numpy() for k, v in mcmc.get_samples().items()}
+
+
+# -- long runs, bad energies, fuzzing ---------------------------------------------------
+def run_ais_control(model, seed_: int, run_kwargs: dict, *model_args, **options):
+    """Run AIS with run-control keywords (target_se, checkpoint, ...); returns an AISResult."""
+    generator = torch.Generator().manual_seed(seed_)
+    ais = make_ais(model, **options)
+    with _one_thread():
+        return ais.run(*model_args, generator=generator, **run_kwargs)
+
+
+DTYPES = {
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "int32": torch.int32,
+    "bool": torch.bool,
+    "complex64": torch.complex64,
+}
+
+
+def shaped_energy_model(plate_size, shape: tuple, dtype: str):
+    """x ~ N(0, 1) (inside a plate of ``plate_size`` if given); energy returns ``shape``/``dtype``."""
+
+    def fn(v):
+        return (torch.zeros(shape) + torch.sum(v**2)).to(DTYPES[dtype])
+
+    def model():
+        if plate_size is None:
+            x = pyro.sample("x", dist.Normal(0.0, 1.0))
+            energy("E_fuzz", fn, x)
+        else:
+            with pyro.plate("items", plate_size):
+                x = pyro.sample("x", dist.Normal(0.0, 1.0))
+                energy("E_fuzz", fn, x)
+
+    return model
+
+
+def doubly_intractable_model(normalized: bool = False):
+    """theta ~ N(0, 1); energy E_theta(data) = theta * sum(data^2) on fixed data."""
+    data = torch.tensor([0.3, -1.2, 0.5])
+
+    def model():
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        energy("E_di", lambda d: theta * torch.sum(d**2, -1), data, normalized=normalized)
+
+    return model
+
+
+def latent_input_model():
+    """x ~ N(0, 1)^3; energy of the latent x (an ordinary energy factor, no warning)."""
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        energy("E_ok", lambda v: torch.sum(v**2, -1), x)
+
+    return model

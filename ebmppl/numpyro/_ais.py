@@ -7,6 +7,7 @@ whole population) and the :class:`AIS` driver.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -19,8 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._assemble import ais_result, check_not_all_dropped
-from .._options import AISOptions, progress_printer
+from .._assemble import (
+    ais_result,
+    check_not_all_dropped,
+    describe_sites,
+    run_identity,
+    run_info,
+)
+from .._options import AISOptions
+from .._runs import RunControl, drive
 from ..results import AISResult
 from ._model import ModelPotential
 
@@ -31,7 +39,10 @@ class AISState(NamedTuple):
     """What the next annealing step needs."""
 
     position: jax.Array  # (N, D) unconstrained particles
-    log_weights: jax.Array  # (N,)
+    # (N,) log weights minus the sum of the per-step ``AISInfo.weight_shift`` (added back in
+    # float64 on the host): kept O(spread of the weights), so float32 does not lose precision
+    # when energies and log Z are large.
+    log_weights: jax.Array
     step_size: jax.Array  # () base HMC step size (adapted)
     inverse_mass: jax.Array  # (D,) diagonal inverse mass matrix (adapted)
 
@@ -44,6 +55,7 @@ class AISInfo(NamedTuple):
     ess: jax.Array  # Kish ESS of the weights after this step's increment
     num_dropped: jax.Array  # particles with zero weight after this step
     inverse_mass: jax.Array  # (D,) diagonal inverse mass used at this step
+    weight_shift: jax.Array  # () taken out of every log weight at this step (see AISState)
 
 
 class AISInputs(NamedTuple):
@@ -59,6 +71,45 @@ class AISInputs(NamedTuple):
 
 
 LogParts = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def chunked_vmap(fn: Callable, in_axes: tuple, chunk_size: int | None) -> Callable:
+    """``jax.vmap(fn, in_axes)``, evaluated ``chunk_size`` particles at a time (``lax.map``).
+
+    Bounds the memory of the model evaluations (activations of a large energy network, the
+    leapfrog trajectory) by ``chunk_size`` particles; elementwise results are unchanged. The
+    particle count is padded up to a multiple of ``chunk_size`` with copies of the last
+    particle, whose results are discarded.
+    """
+    vfn = jax.vmap(fn, in_axes=in_axes)
+    if chunk_size is None:
+        return vfn
+
+    def run(*args):
+        mapped = [i for i, ax in enumerate(in_axes) if ax is not None]
+        n = jax.tree.leaves(args[mapped[0]])[0].shape[0]
+        if n <= chunk_size:
+            return vfn(*args)
+        num = -(-n // chunk_size)
+        pad = num * chunk_size - n
+
+        def split(x):
+            if pad:
+                x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
+            return x.reshape((num, chunk_size, *x.shape[1:]))
+
+        chunks = [jax.tree.map(split, args[i]) for i in mapped]
+
+        def one(chunk):
+            full = list(args)
+            for i, c in zip(mapped, chunk, strict=True):
+                full[i] = c
+            return vfn(*full)
+
+        out = lax.map(one, chunks)
+        return jax.tree.map(lambda y: y.reshape((num * chunk_size, *y.shape[2:]))[:n], out)
+
+    return run
 
 
 def build_potential(log_parts: LogParts):
@@ -125,8 +176,10 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
     to the live particles' variance. ``u``/``g`` must be the potential and gradient at ``z`` for
     this beta. Returns ``(z_new, mean_acceptance, new_step_size, new_inverse_mass)``.
     """
-    move = jax.vmap(
-        build_hmc_move(log_parts, opts.num_leapfrog_steps), in_axes=(0, 0, 0, 0, None, 0, None)
+    move = chunked_vmap(
+        build_hmc_move(log_parts, opts.num_leapfrog_steps),
+        (0, 0, 0, 0, None, 0, None),
+        getattr(opts, "chunk_size", None),
     )
 
     def mutate(key, z, u, g, beta, alive, step_size, inverse_mass):
@@ -173,6 +226,19 @@ def weight_update(log_weights, log_ratio, beta_prev, beta):
     return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
 
 
+def shifted_weight_update(log_weights, log_ratio, beta_prev, beta):
+    """:func:`weight_update` minus a common shift: returns ``(log_weights (N,), shift ())``.
+
+    The shift is the mean finite increment; the caller adds it back (in float64) so that the
+    stored log weights stay of the order of their spread, however large the energies.
+    """
+    incr = jnp.where(beta != beta_prev, (beta - beta_prev) * log_ratio, 0.0)
+    ok = jnp.isfinite(incr) & jnp.isfinite(log_weights)
+    shift = jnp.sum(jnp.where(ok, incr, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+    log_w = log_weights + jnp.where(jnp.isfinite(incr), incr - shift, -jnp.inf)
+    return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w), shift
+
+
 def kish_ess(log_weights):
     """Kish ESS ``1 / sum(W^2)`` of the normalised weights (0-d array)."""
     lw_norm = log_weights - jax.nn.logsumexp(log_weights)
@@ -184,23 +250,28 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
 
     The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
     current positions, then ``num_mcmc_steps`` HMC moves at ``beta`` follow. Non-finite
-    increments drop the particle (log weight -inf). ``active=False`` makes a no-op step (used
+    increments drop the particle (log weight -inf; it then stays where it was dropped). The
+    state's log weights exclude the per-step ``info.weight_shift`` (see :class:`AISState`). ``active=False`` makes a no-op step (used
     to pad the last chunk of a chunked run). Betas may also decrease (reverse AIS).
     """
-    potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
+    potential = chunked_vmap(
+        build_potential(log_parts), (0, None), getattr(opts, "chunk_size", None)
+    )
     mutate = build_mutation(log_parts, opts)
 
     def step(state: AISState, xs: AISInputs, rng_key):
         key = jax.random.fold_in(rng_key, xs.t)
         z = state.position
         u, g, _, lr = potential(z, xs.beta)
-        log_w = weight_update(state.log_weights, lr, xs.beta_prev, xs.beta)
+        log_w, shift = shifted_weight_update(state.log_weights, lr, xs.beta_prev, xs.beta)
         alive = jnp.isfinite(log_w)
         eps = jnp.where(xs.use_fixed, xs.step_size, state.step_size)
         inv_mass = jnp.where(xs.use_fixed, xs.inverse_mass, state.inverse_mass)
         z_new, mean_acc, step_size, inverse_mass = mutate(
             key, z, u, g, xs.beta, alive, eps, inv_mass
         )
+        # A dropped particle stays where its weight died, so the culprit site can be named.
+        z_new = jnp.where(alive[:, None], z_new, z)
         new = AISState(z_new, log_w, step_size, inverse_mass)
         new = jax.tree.map(lambda a, b: jnp.where(xs.active, a, b), new, state)
         info = AISInfo(
@@ -209,6 +280,7 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
             ess=kish_ess(log_w),
             num_dropped=z.shape[0] - jnp.sum(alive),
             inverse_mass=inv_mass,
+            weight_shift=jnp.where(xs.active, shift, 0.0),
         )
         return new, info
 
@@ -281,6 +353,8 @@ class AIS:
             moved (half the cost, but an O(1/N) bias in log Z).
         step_size_jitter: each particle's step size is the base one times U(1-j, 1+j); avoids
             resonant trajectories in high dimension.
+        chunk_size: evaluate the model on at most this many particles at a time (bounds the
+            memory of a large energy network or of many particles; the result is unchanged).
         reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
             needed when a latent prior is improper.
         shard: spread particles over all local JAX devices (``jax.sharding``).
@@ -316,9 +390,43 @@ class AIS:
 
         return COMPILED.get(key, pot, build)
 
-    def run(self, rng_key, *model_args, **model_kwargs) -> AISResult:
-        """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats)."""
-        return self._run(rng_key, model_args, model_kwargs)
+    def run(
+        self,
+        rng_key,
+        *model_args,
+        target_se: float | None = None,
+        max_time: float | None = None,
+        max_batches: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        **model_kwargs,
+    ) -> AISResult:
+        """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats).
+
+        Args:
+            rng_key: a JAX PRNG key.
+            *model_args, **model_kwargs: passed to the model.
+            target_se: run independent batches of ``num_particles`` (kernels from one pilot)
+                until the standard error of log Z is at most this; ``info["stopped_by"]`` says
+                whether ``"target_se"``, ``"max_time"`` or ``"max_batches"`` ended the run.
+            max_time: time budget in seconds for adding batches (the first always runs).
+            max_batches: cap on the number of batches (default 100 with a target or budget).
+            checkpoint: file to save the run to every ``checkpoint_every`` steps, and to resume
+                from when it exists (the resumed run gives the uninterrupted run's result).
+                On Ctrl-C the last completed segment is saved (to a temporary file when no
+                path is given) and :class:`~ebmppl.RunInterrupted` names it.
+            checkpoint_every: steps between saves (default: 10 saves per pass).
+
+        These names are reserved: a model keyword argument cannot share them.
+        """
+        control = RunControl.create(
+            target_se=target_se,
+            max_time=max_time,
+            max_batches=max_batches,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+        return self._run(rng_key, model_args, model_kwargs, control=control)
 
     def run_reverse(self, rng_key, exact_samples, *model_args, **model_kwargs) -> AISResult:
         """Reverse AIS from exact draws of the target (beta 1 -> 0), for BDMC upper bounds.
@@ -331,65 +439,18 @@ class AIS:
         """
         return self._run(rng_key, model_args, model_kwargs, initial=exact_samples)
 
-    def _anneal(self, segment, z0, betas, rng_key, fixed, chunk, label):
-        """Run the schedule from particles z0; returns (final state, per-step info as numpy)."""
-        opts = self.options
-        n = z0.shape[0]
-        dtype = z0.dtype
-        num_steps = betas.size - 1
-        inv_mass = jnp.ones((z0.shape[1],), dtype)
-        if opts.adapt_mass:
-            inv_mass = jnp.clip(jnp.var(z0, axis=0), 1e-6, None).astype(dtype)
-        init_step = opts.step_size if opts.step_size is not None else 0.5 * z0.shape[1] ** -0.25
-        log_w0 = jnp.zeros((n,), dtype)
-        if self.shard:
-            log_w0 = _shard_particles(log_w0)
-        state = AISState(z0, log_w0, jnp.asarray(init_step, dtype), inv_mass)
-        num_chunks = -(-num_steps // chunk)
-        padded = num_chunks * chunk
-        t_idx = np.arange(padded)
-        active = t_idx < num_steps
-        b_prev = np.where(active, betas[np.minimum(t_idx, num_steps - 1)], 1.0)
-        b_next = np.where(active, betas[np.minimum(t_idx + 1, num_steps)], 1.0)
-        use_fixed = fixed is not None
-        fixed_eps = np.ones(padded)
-        fixed_mass = np.ones((padded, z0.shape[1]))
-        if use_fixed:
-            fixed_eps[:num_steps] = fixed[0]
-            fixed_mass[:num_steps] = fixed[1]
-        xs_all = AISInputs(
-            jnp.asarray(t_idx, jnp.int32),
-            jnp.asarray(b_prev, dtype),
-            jnp.asarray(b_next, dtype),
-            jnp.asarray(active),
-            jnp.asarray(fixed_eps, dtype),
-            jnp.asarray(fixed_mass, dtype),
-            jnp.full((padded,), use_fixed),
-        )
-        report = progress_printer(label, num_steps) if label else None
-        infos = []
-        for c in range(num_chunks):
-            xs = jax.tree.map(lambda a, c=c: a[c * chunk : (c + 1) * chunk], xs_all)
-            state, info = segment(state, xs, rng_key)
-            infos.append(info)
-            if report is not None:
-                jax.block_until_ready(state.log_weights)
-                report(min((c + 1) * chunk, num_steps), info)
-        info = jax.tree.map(
-            lambda *a: np.concatenate([np.asarray(x) for x in a])[:num_steps], *infos
-        )
-        return state, info
-
-    def _run(self, rng_key, model_args, model_kwargs, initial=None) -> AISResult:
+    def _run(
+        self, rng_key, model_args, model_kwargs, initial=None, control: RunControl | None = None
+    ) -> AISResult:
         if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
             raise TypeError(
                 "rng_key must be a JAX PRNG key, e.g. jax.random.PRNGKey(0); "
                 f"got {type(rng_key).__name__}"
             )
+        control = control or RunControl.create()
         opts = self.options
         start = time.perf_counter()
-        key_init, key_run = jax.random.split(rng_key)
-        key_pilot_init, key_pilot_run = jax.random.split(jax.random.fold_in(rng_key, 1))
+        key_init = jax.random.split(rng_key)[0]
         pot = ModelPotential(
             self.model, model_args, model_kwargs, reference=self.reference, rng_key=key_init
         )
@@ -397,34 +458,32 @@ class AIS:
         betas = opts.betas[::-1].copy() if reverse else opts.betas
         num_steps = betas.size - 1
         progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        chunk = num_steps if not progress else max(1, -(-num_steps // 20))
-        segment, sample, post, parts, energies = self._compiled(pot, chunk)
-        if reverse:
-            z0 = pot.unconstrain_samples(initial)
+        if control.checkpoint_every is not None:
+            segment = control.checkpoint_every
+        elif control.checkpoint is not None:
+            segment = max(1, -(-num_steps // 10))
         else:
-            z0 = sample(key_init, opts.num_particles)
-        n = z0.shape[0]
-        if self.shard:
-            z0 = _shard_particles(z0)
-        _check_initial_energies(pot, energies, parts, z0)
-        direction = "reverse AIS" if reverse else "AIS"
+            segment = num_steps if not progress else max(1, -(-num_steps // 20))
+        segment = min(segment, num_steps)
         pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
-        fixed = None
-        if pilot:
-            if reverse:
-                zp = z0[jax.random.permutation(key_pilot_init, n)]
-            else:
-                zp = sample(key_pilot_init, n)
-                if self.shard:
-                    zp = _shard_particles(zp)
-            label = f"{direction} pilot (numpyro)" if progress else None
-            _, pinfo = self._anneal(segment, zp, betas, key_pilot_run, None, chunk, label)
-            fixed = (pinfo.step_size, pinfo.inverse_mass)
-        label = f"{direction} (numpyro)" if progress else None
-        state, info = self._anneal(segment, z0, betas, key_run, fixed, chunk, label)
-        log_w = np.asarray(state.log_weights, dtype=np.float64)
+        engine = _Engine(self, pot, rng_key, betas, segment, initial)
+        direction = "reverse AIS" if reverse else "AIS"
+        out = drive(
+            engine,
+            num_steps=num_steps,
+            betas=betas,
+            pilot=pilot,
+            control=control,
+            segment=segment,
+            label=f"{direction} (numpyro)" if progress else None,
+            run_id=run_identity("numpyro", self.model, opts, pot, betas, reverse),
+            describe_site=lambda sites: describe_sites(pot, sites),
+        )
+        log_w = out.log_weights
+        info = out.combined_info()
         check_not_all_dropped(pot, log_w, info.num_dropped, betas)
-        particles = {k: np.asarray(v) for k, v in post(state.position).items()}
+        dropped = log_w == -np.inf
+        particles = {k: np.asarray(v) for k, v in engine.post(jnp.asarray(out.positions)).items()}
         return ais_result(
             opts,
             pot,
@@ -436,8 +495,135 @@ class AIS:
             reverse=reverse,
             pilot=pilot,
             start=start,
-            extra_info={"devices": len(jax.devices()) if self.shard else 1},
+            num_batches=len(out.batches),
+            extra_info={
+                "devices": len(jax.devices()) if self.shard else 1,
+                **run_info(out, control, betas, info),
+                "dropped_sites": tuple(engine.dropped_sites(out.positions[dropped])),
+            },
         )
+
+
+class _Engine:
+    """The NumPyro side of :func:`ebmppl._runs.drive`: compiled segments of AIS steps."""
+
+    def __init__(self, ais: AIS, pot: ModelPotential, rng_key, betas, segment: int, initial):
+        self.ais, self.pot, self.betas, self.segment = ais, pot, betas, segment
+        self.initial_samples = initial
+        self.num_steps = betas.size - 1
+        self.typed_key = jnp.shape(rng_key) == ()
+        self.rng_key = rng_key
+        fns = ais._compiled(pot, segment)
+        self.run_segment, self.sample, self.post, self.parts, self.energies = fns
+        n = ais.options.num_particles
+        if initial is not None:
+            n = int(np.shape(jax.tree.leaves(initial)[0])[0])
+        self.num_particles = n
+        self._checked = False
+
+    def _keys(self, phase: str, batch: int):
+        """(init key, run key) of a phase; batch 0 keeps the keys of a single-batch run."""
+        key_init, key_run = jax.random.split(self.rng_key)
+        if phase == "pilot":
+            key_init, key_run = jax.random.split(jax.random.fold_in(self.rng_key, 1))
+        elif batch > 0:
+            key_init, key_run = jax.random.split(jax.random.fold_in(self.rng_key, 1000 + batch))
+        return key_init, key_run
+
+    def initial(self, phase: str, batch: int) -> AISState:
+        opts, pot = self.ais.options, self.pot
+        key_init, _ = self._keys(phase, batch)
+        if self.initial_samples is not None:
+            if batch > 0:
+                raise ValueError(
+                    "reverse AIS runs one batch (one particle per exact sample); "
+                    "target_se/max_time are not available for run_reverse"
+                )
+            z0 = pot.unconstrain_samples(self.initial_samples)
+            if phase == "pilot":
+                z0 = z0[jax.random.permutation(key_init, z0.shape[0])]
+        else:
+            z0 = self.sample(key_init, opts.num_particles)
+        if self.ais.shard:
+            z0 = _shard_particles(z0)
+        if not self._checked:  # warn once per run, not once per batch
+            _check_initial_energies(pot, self.energies, self.parts, z0, stacklevel=7)
+            self._checked = True
+        dtype = z0.dtype
+        inv_mass = jnp.ones((z0.shape[1],), dtype)
+        if opts.adapt_mass:
+            inv_mass = jnp.clip(jnp.var(z0, axis=0), 1e-6, None).astype(dtype)
+        init_step = opts.step_size if opts.step_size is not None else 0.5 * z0.shape[1] ** -0.25
+        log_w0 = jnp.zeros((z0.shape[0],), dtype)
+        if self.ais.shard:
+            log_w0 = _shard_particles(log_w0)
+        return AISState(z0, log_w0, jnp.asarray(init_step, dtype), inv_mass)
+
+    def advance(self, state: AISState, phase: str, batch: int, t0: int, t1: int, fixed):
+        betas, chunk, dim = self.betas, self.segment, state.position.shape[1]
+        dtype = state.position.dtype
+        t_idx = np.arange(t0, t0 + chunk)
+        active = t_idx < t1
+        last = self.num_steps - 1
+        b_prev = np.where(active, betas[np.minimum(t_idx, last)], 1.0)
+        b_next = np.where(active, betas[np.minimum(t_idx + 1, last + 1)], 1.0)
+        fixed_eps, fixed_mass = np.ones(chunk), np.ones((chunk, dim))
+        if fixed is not None:
+            fixed_eps[active] = np.asarray(fixed[0])[t_idx[active]]
+            fixed_mass[active] = np.asarray(fixed[1])[t_idx[active]]
+        xs = AISInputs(
+            jnp.asarray(t_idx, jnp.int32),
+            jnp.asarray(b_prev, dtype),
+            jnp.asarray(b_next, dtype),
+            jnp.asarray(active),
+            jnp.asarray(fixed_eps, dtype),
+            jnp.asarray(fixed_mass, dtype),
+            jnp.full((chunk,), fixed is not None),
+        )
+        state, info = self.run_segment(state, xs, self._keys(phase, batch)[1])
+        n_active = t1 - t0
+        return state, {k: np.asarray(v)[:n_active] for k, v in info._asdict().items()}
+
+    def state_arrays(self, state: AISState) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in state._asdict().items()}
+
+    def state_from_arrays(self, arrays) -> AISState:
+        state = AISState(**{k: jnp.asarray(arrays[k]) for k in AISState._fields})
+        if self.ais.shard:
+            state = state._replace(
+                position=_shard_particles(state.position),
+                log_weights=_shard_particles(state.log_weights),
+            )
+        return state
+
+    def rng_arrays(self) -> dict[str, np.ndarray]:
+        key = jax.random.key_data(self.rng_key) if self.typed_key else self.rng_key
+        return {"key": np.asarray(key)}
+
+    def set_rng_arrays(self, arrays) -> None:
+        key = jnp.asarray(arrays["key"])
+        self.rng_key = jax.random.wrap_key_data(key) if self.typed_key else key
+
+    def finish(self, state: AISState, info) -> tuple[np.ndarray, np.ndarray]:
+        shift = np.sum(np.asarray(info["weight_shift"], dtype=np.float64))
+        log_w = np.asarray(state.log_weights, dtype=np.float64) + shift
+        return log_w, np.asarray(state.position)
+
+    def dropped_sites(self, positions: np.ndarray) -> list[str]:
+        if positions.shape[0] == 0:
+            return []
+        z = jnp.asarray(positions)
+        sites = []
+        if self.pot.energy_names:
+            values = self.energies(z)
+            for name in self.pot.energy_names:
+                if not np.all(np.isfinite(np.asarray(values[name]))):
+                    sites.append(name)
+        if not sites:
+            _, lr = self.parts(z)
+            if not np.all(np.isfinite(np.asarray(lr))):
+                sites = list(self.pot.observed_names)
+        return sites
 
 
 def _shard_particles(x):
@@ -454,7 +640,7 @@ def _shard_particles(x):
     return jax.device_put(x, NamedSharding(mesh, spec))
 
 
-def _check_initial_energies(pot: ModelPotential, energies, parts, z0) -> None:
+def _check_initial_energies(pot: ModelPotential, energies, parts, z0, stacklevel: int = 3) -> None:
     """Raise (most particles) or warn (a few) when energies are non-finite at the start."""
     n = z0.shape[0]
     if pot.energy_names:
@@ -462,15 +648,18 @@ def _check_initial_energies(pot: ModelPotential, energies, parts, z0) -> None:
         for name in pot.energy_names:
             e = np.asarray(values[name]).reshape(n, -1)
             bad = ~np.all(np.isfinite(e), axis=1)
-            _complain(int(bad.sum()), n, f"energy site '{name}'")
+            _complain(int(bad.sum()), n, f"energy site '{name}'", stacklevel)
     _, lr = parts(z0)
     bad = ~np.isfinite(np.asarray(lr))
     _complain(
-        int(bad.sum()), n, f"the model's annealed sites {pot.observed_names + pot.energy_names}"
+        int(bad.sum()),
+        n,
+        f"the model's annealed sites {pot.observed_names + pot.energy_names}",
+        stacklevel,
     )
 
 
-def _complain(num_bad: int, n: int, what: str) -> None:
+def _complain(num_bad: int, n: int, what: str, stacklevel: int = 3) -> None:
     if num_bad == 0:
         return
     msg = (
@@ -485,5 +674,5 @@ def _complain(num_bad: int, n: int, what: str) -> None:
     warnings.warn(
         msg + "; those particles get zero weight (counted in num_dropped)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpyro
 from numpyro.distributions.distribution import Unit
 from numpyro.handlers import trace
 from numpyro.primitives import _PYRO_STACK, Messenger
 
-from .._checks import check_energy_shape
+from .._checks import check_energy_shape, complex_energy_error, warn_doubly_intractable
 
 ENERGY_TAG = "ebmppl_energy"
 
@@ -39,7 +40,25 @@ def _check_name_unused(name: str) -> None:
             )
 
 
-def energy(name: str, fn: Callable[..., Any], *args: Any, temperature: float = 1.0, **kwargs: Any):
+_DIFF_TRACERS = ("JVPTracer", "LinearizeTracer")
+
+
+def _differentiated(x) -> bool:
+    """Whether ``x`` is being differentiated (it depends on the latent values under a gradient)."""
+    return any(
+        isinstance(leaf, jax.core.Tracer) and type(leaf).__name__ in _DIFF_TRACERS
+        for leaf in jax.tree.leaves(x)
+    )
+
+
+def energy(
+    name: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    temperature: float = 1.0,
+    normalized: bool = False,
+    **kwargs: Any,
+):
     """Add the energy ``fn(*args, **kwargs)`` to a NumPyro model as a factor ``-E / temperature``.
 
     The site is an observed ``Unit`` site (like :func:`numpyro.factor`) tagged with
@@ -52,9 +71,14 @@ def energy(name: str, fn: Callable[..., Any], *args: Any, temperature: float = 1
         fn: a JAX-traceable callable returning the energy: a scalar, or one value per element
             of the enclosing plates (shape broadcastable to the plates' batch shape).
         temperature: positive; the factor is ``-E / temperature``.
+        normalized: declare that ``fn`` is normalised over its first argument for every value
+            of the latent sites it depends on. Otherwise an energy whose value depends on
+            latent sites while its first argument is fixed data raises a
+            :class:`~ebmppl.DoublyIntractableWarning` (the factor would drop ``-log Z(theta)``).
 
     Returns:
-        The energy value ``fn(*args, **kwargs)`` (not divided by the temperature).
+        The energy value ``fn(*args, **kwargs)`` (not divided by the temperature), in floating
+        point (integers and booleans are converted; complex values are an error).
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"energy site name must be a non-empty string, got {name!r}")
@@ -67,8 +91,14 @@ def energy(name: str, fn: Callable[..., Any], *args: Any, temperature: float = 1
         raise ValueError(f"energy site '{name}': temperature must be positive, got {temperature}")
     _check_name_unused(name)
     value = jnp.asarray(fn(*args, **kwargs))
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+        raise complex_energy_error(name, value.dtype)
     if not jnp.issubdtype(value.dtype, jnp.floating):
         value = value.astype(jnp.result_type(float))
+    elif jnp.finfo(value.dtype).bits < 32:  # float16/bfloat16 would round the log density
+        value = value.astype(jnp.float32)
+    if not normalized and args and _differentiated(value) and not _differentiated(args[0]):
+        warn_doubly_intractable(name)
     check_energy_shape(name, tuple(value.shape), _plate_batch_shape(), "numpyro.plate")
     log_factor = -value / temperature
     unit = Unit(log_factor)

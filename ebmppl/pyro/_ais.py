@@ -13,6 +13,7 @@ The building blocks also accept extra leading batch axes (``z`` of shape ``(*B, 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -23,8 +24,15 @@ import numpy as np
 import pyro
 import torch
 
-from .._assemble import ais_result, check_not_all_dropped
-from .._options import AISOptions, progress_printer
+from .._assemble import (
+    ais_result,
+    check_not_all_dropped,
+    describe_sites,
+    run_identity,
+    run_info,
+)
+from .._options import AISOptions
+from .._runs import RunControl, drive
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
@@ -89,14 +97,16 @@ def potential_from_parts(z_leaf, log_base, log_ratio, beta: Beta):
     return u.detach(), grad.detach()
 
 
-def build_potential(log_parts: LogParts):
+def build_potential(log_parts: LogParts, chunk_size: int | None = None):
     """Return ``potential(z, beta) -> (U, grad U, log_base, log_ratio)`` for particles (*B, D).
 
     ``U = -(log_base + beta * log_ratio)``, shape (*B,), is evaluated afresh at the given beta;
     nothing is cached across temperatures (a stale potential biases log Z low). ``beta`` is a
     float or a tensor broadcastable to (*B,). The gradient (*B, D) is taken with
     :func:`torch.autograd.grad` of the sum over particles. Non-finite potentials give
-    non-finite gradients for that particle only.
+    non-finite gradients for that particle only. ``chunk_size``: evaluate the model on at
+    most this many particles at a time (bounds the memory of the autograd graph); only for a
+    single batch axis (N, D) with a float beta.
     """
 
     def potential(z: torch.Tensor, beta: Beta):
@@ -105,10 +115,21 @@ def build_potential(log_parts: LogParts):
             u, grad = potential_from_parts(z_leaf, lb, lr, beta)
         return u, grad, lb.detach(), lr.detach()
 
-    return potential
+    if chunk_size is None:
+        return potential
+
+    def chunked(z: torch.Tensor, beta: Beta):
+        if z.dim() != 2 or z.shape[0] <= chunk_size:
+            return potential(z, beta)
+        if isinstance(beta, torch.Tensor) and beta.numel() > 1:
+            raise ValueError("chunk_size needs one beta for all particles")
+        parts = [potential(c, beta) for c in torch.split(z, chunk_size)]
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+    return chunked
 
 
-def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
+def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int, chunk_size: int | None = None):
     """Return ``move(z, U, grad, beta, step_size, inverse_mass, generator=None)``.
 
     One HMC move of every particle, leaving ``exp(log_base + beta * log_ratio)`` invariant.
@@ -117,8 +138,9 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
     ``step_size`` is a scalar or one per particle (*B,); ``inverse_mass`` is a diagonal
     broadcastable to (*B, D), e.g. (D,). A proposal with a non-finite potential is rejected
     (treated as zero density). Returns ``(z, U, grad, accept_prob)`` with ``accept_prob`` (*B,).
+    ``chunk_size``: see :func:`build_potential`.
     """
-    potential = build_potential(log_parts)
+    potential = build_potential(log_parts, chunk_size)
 
     def move(z, u0, g0, beta, step_size, inverse_mass, generator=None):
         eps = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
@@ -163,7 +185,7 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
     (*B,); ``alive`` (*B, N) bool; ``step_size`` (*B,); ``inverse_mass`` (*B, D). Returns
     ``(z_new, mean_acceptance (*B,), new_step_size (*B,), new_inverse_mass (*B, D))``.
     """
-    move = build_hmc_move(log_parts, opts.num_leapfrog_steps)
+    move = build_hmc_move(log_parts, opts.num_leapfrog_steps, getattr(opts, "chunk_size", None))
 
     def mutate(z, u, g, beta, alive, step_size, inverse_mass, generator=None):
         num_alive = alive.sum(-1).clamp(min=1).to(z.dtype)
@@ -230,12 +252,13 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
     The incremental weight ``(beta - beta_prev) * log_ratio(z)`` is taken at the particles'
     current positions (potential and gradient evaluated afresh at the new beta), then the
     moves of :func:`build_mutation` at ``beta`` follow. Non-finite increments drop the
-    particle (log weight -inf). Betas may also decrease (reverse AIS). ``beta_prev`` and
+    particle (log weight -inf; it then stays where it was dropped). Betas may also decrease
+    (reverse AIS). ``beta_prev`` and
     ``beta`` are Python floats. ``kernel``: ``(step_size (), inverse_mass (D,))`` tensors to
     use instead of the state's adapted ones (the per-step kernel of a pilot run). Nothing in
     the step synchronises with the host.
     """
-    potential = build_potential(log_parts)
+    potential = build_potential(log_parts, getattr(opts, "chunk_size", None))
     mutate = build_mutation(log_parts, opts)
 
     def step(state: AISState, beta_prev: float, beta: float, generator=None, kernel=None):
@@ -247,6 +270,8 @@ def build_ais_step(log_parts: LogParts, opts: AISOptions):
         z_new, mean_acc, step_size, inverse_mass = mutate(
             z, u, g, beta, alive, eps, inv_mass, generator
         )
+        # A dropped particle stays where its weight died, so the culprit site can be named.
+        z_new = torch.where(alive.unsqueeze(-1), z_new, z)
         info = AISInfo(
             acceptance_rate=mean_acc,
             step_size=eps,
@@ -291,6 +316,8 @@ class AIS:
             moved (half the cost, but an O(1/N) bias in log Z).
         step_size_jitter: each particle's step size is the base one times U(1-j, 1+j); avoids
             resonant trajectories in high dimension.
+        chunk_size: evaluate the model on at most this many particles at a time (bounds the
+            memory of a large energy network or of many particles; the result is unchanged).
         reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
             needed when a latent prior is improper.
         vectorize: ``"auto"`` (default), ``"plate"`` or ``"vmap"``; see :class:`ModelPotential`.
@@ -307,23 +334,56 @@ class AIS:
         self.vectorize = vectorize
         self.options = AISOptions.create(**options)
 
-    def run(self, *model_args, generator: torch.Generator | None = None, **model_kwargs):
+    def run(
+        self,
+        *model_args,
+        generator: torch.Generator | None = None,
+        target_se: float | None = None,
+        max_time: float | None = None,
+        max_batches: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        **model_kwargs,
+    ):
         """Run AIS and return an :class:`~ebmppl.AISResult` (log Z, weights, particles, stats).
 
         Randomness comes from torch's global RNG (``pyro.set_rng_seed(s)`` makes the result
         reproducible, bit for bit) or from ``generator``, a ``torch.Generator`` on the model's
-        device (then the global RNG is left untouched). ``generator`` is reserved: a model
-        keyword argument of that name cannot be passed through ``run``. With pilot adaptation
-        the pilot draws its own initial particles and randomness from the same source.
+        device (then the global RNG is left untouched). With pilot adaptation the pilot draws
+        its own initial particles and randomness from the same source.
+
+        Args:
+            target_se: run independent batches of ``num_particles`` (kernels from one pilot)
+                until the standard error of log Z is at most this; ``info["stopped_by"]`` says
+                whether ``"target_se"``, ``"max_time"`` or ``"max_batches"`` ended the run.
+            max_time: time budget in seconds for adding batches (the first always runs).
+            max_batches: cap on the number of batches (default 100 with a target or budget).
+            checkpoint: file to save the run to every ``checkpoint_every`` steps (with the
+                random state), and to resume from when it exists (the resumed run gives the
+                uninterrupted run's result, bit for bit). On Ctrl-C the last completed segment
+                is saved (to a temporary file when no path is given) and
+                :class:`~ebmppl.RunInterrupted` names it.
+            checkpoint_every: steps between saves (default: 10 saves per pass).
+
+        ``generator`` and the arguments above are reserved: a model keyword argument cannot
+        share their names.
 
         Returns:
             An :class:`~ebmppl.AISResult` with ``backend="pyro"``: ``log_weights`` (N,),
             ``particles`` per latent (and deterministic) site ``(N, *site shape)``, per-step
             ``acceptance_rate``, ``step_size``, ``ess_trace`` (num_steps,), and ``info`` with
-            the options, site names, ``num_dropped_per_step``, ``pilot_gradient_evaluations``,
-            ``direction`` (``"forward"``), ``wall_time``, ``vectorize``, ``dtype``, ``device``.
+            the options, site names, ``num_dropped_per_step``, ``dropped_at_betas``,
+            ``pilot_gradient_evaluations``, ``stopped_by``, ``num_batches``, ``direction``
+            (``"forward"``), ``wall_time``, ``vectorize``, ``dtype``, ``device``.
         """
-        return self._run(model_args, model_kwargs, generator)
+        control = RunControl.create(
+            target_se=target_se,
+            max_time=max_time,
+            max_batches=max_batches,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+        return self._run(model_args, model_kwargs, generator, control=control)
 
     def run_reverse(
         self,
@@ -344,11 +404,14 @@ class AIS:
         """
         return self._run(model_args, model_kwargs, generator, initial=exact_samples)
 
-    def _run(self, model_args, model_kwargs, generator, initial=None) -> AISResult:
+    def _run(
+        self, model_args, model_kwargs, generator, initial=None, control: RunControl | None = None
+    ) -> AISResult:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
+        control = control or RunControl.create()
         opts = self.options
         start = time.perf_counter()
         with rng_scope(generator):
@@ -361,33 +424,36 @@ class AIS:
             )
         reverse = initial is not None
         betas = opts.betas[::-1].copy() if reverse else opts.betas
+        num_steps = betas.size - 1
         progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        direction = "reverse AIS" if reverse else "AIS"
+        if control.checkpoint_every is not None:
+            segment = control.checkpoint_every
+        elif control.checkpoint is not None:
+            segment = max(1, -(-num_steps // 10))
+        else:
+            segment = num_steps if not progress else max(1, -(-num_steps // 20))
+        segment = min(segment, num_steps)
         pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
+        direction = "reverse AIS" if reverse else "AIS"
+        engine = _Engine(self, pot, betas, generator, initial)
         with pyro.validation_enabled(False), torch.no_grad():
-            if reverse:
-                z0 = pot.unconstrain_samples(initial)
-            else:
-                z0 = pot.sample_base(opts.num_particles, generator)
-            n = z0.shape[0]
-            _check_initial_energies(pot, z0, stacklevel=5)
-            fixed = None
-            if pilot:
-                if reverse:
-                    zp = z0[torch.randperm(n, generator=generator, device=z0.device)]
-                else:
-                    zp = pot.sample_base(n, generator)
-                label = f"{direction} pilot (pyro)" if progress else None
-                _, pinfo = self._anneal(pot, zp, betas, generator, None, label)
-                fixed = (pinfo.step_size, pinfo.inverse_mass)
-            label = f"{direction} (pyro)" if progress else None
-            state, info = self._anneal(pot, z0, betas, generator, fixed, label)
-        log_w = state.log_weights.detach().cpu().numpy().astype(np.float64)
-        check_not_all_dropped(pot, log_w, info.num_dropped, betas)
-        with pyro.validation_enabled(False):
-            particles = {
-                k: v.detach().cpu().numpy() for k, v in pot.postprocess(state.position).items()
-            }
+            out = drive(
+                engine,
+                num_steps=num_steps,
+                betas=betas,
+                pilot=pilot,
+                control=control,
+                segment=segment,
+                label=f"{direction} (pyro)" if progress else None,
+                run_id=run_identity("pyro", self.model, opts, pot, betas, reverse),
+                describe_site=lambda sites: describe_sites(pot, sites),
+            )
+            log_w = out.log_weights
+            info = out.combined_info()
+            check_not_all_dropped(pot, log_w, info.num_dropped, betas)
+            positions = torch.as_tensor(out.positions, device=pot.device)
+            dropped_sites = engine.dropped_sites(out.positions[log_w == -np.inf])
+            particles = {k: v.detach().cpu().numpy() for k, v in pot.postprocess(positions).items()}
         return ais_result(
             opts,
             pot,
@@ -399,57 +465,119 @@ class AIS:
             reverse=reverse,
             pilot=pilot,
             start=start,
+            num_batches=len(out.batches),
             extra_info={
                 "devices": 1,
                 "device": str(pot.device),
                 "dtype": str(pot.dtype).replace("torch.", ""),
                 "vectorize": pot.vectorize,
+                **run_info(out, control, betas, info),
+                "dropped_sites": tuple(dropped_sites),
             },
         )
 
-    def _anneal(
-        self,
-        pot: ModelPotential,
-        z0: torch.Tensor,
-        betas: np.ndarray,
-        generator,
-        fixed=None,
-        label: str | None = None,
-    ):
-        """Run the schedule ``betas`` from particles ``z0`` (N, D).
 
-        ``fixed``: per-step kernels ``(step_size (T,), inverse_mass (T, D))`` from a pilot run
-        (used as given, no adaptation), or None (adapt online). ``label``: progress line
-        prefix, or None for no progress. Returns the final state and per-step
-        :class:`AISInfo` as NumPy arrays with a leading (T,) axis.
-        """
-        opts = self.options
-        n, dtype, device = z0.shape[0], z0.dtype, z0.device
-        steps = [float(b) for b in betas]
-        num_steps = len(steps) - 1
+class _Engine:
+    """The Pyro side of :func:`ebmppl._runs.drive`: batched AIS steps, one loop over steps."""
+
+    def __init__(self, ais: AIS, pot: ModelPotential, betas, generator, initial) -> None:
+        self.ais, self.pot, self.generator = ais, pot, generator
+        self.steps = [float(b) for b in betas]
+        self.initial_samples = initial
+        self.step = build_ais_step(pot.log_parts, ais.options)
+        self._z0 = None
+        if initial is not None:
+            self._z0 = pot.unconstrain_samples(initial)
+        n = ais.options.num_particles if self._z0 is None else self._z0.shape[0]
+        self.num_particles = int(n)
+        self._checked = False
+
+    def initial(self, phase: str, batch: int) -> AISState:
+        opts, pot, gen = self.ais.options, self.pot, self.generator
+        if self._z0 is not None:
+            if batch > 0:
+                raise ValueError(
+                    "reverse AIS runs one batch (one particle per exact sample); "
+                    "target_se/max_time are not available for run_reverse"
+                )
+            z0 = self._z0
+            if phase == "pilot":
+                z0 = z0[torch.randperm(z0.shape[0], generator=gen, device=z0.device)]
+        else:
+            z0 = pot.sample_base(opts.num_particles, gen)
+        if not self._checked:  # warn once per run, not once per batch
+            _check_initial_energies(pot, z0, stacklevel=7)
+            self._checked = True
+        dtype, device = z0.dtype, z0.device
         inv_mass = torch.ones((pot.dim,), dtype=dtype, device=device)
         if opts.adapt_mass:
             inv_mass = torch.clamp(torch.var(z0, dim=0, unbiased=False), min=1e-6)
         init_step = opts.step_size if opts.step_size is not None else 0.5 * pot.dim**-0.25
-        state = AISState(
+        return AISState(
             z0,
-            torch.zeros((n,), dtype=torch.float64, device=device),
+            torch.zeros((z0.shape[0],), dtype=torch.float64, device=device),
             torch.as_tensor(init_step, dtype=dtype, device=device),
             inv_mass,
         )
+
+    def advance(self, state: AISState, phase: str, batch: int, t0: int, t1: int, fixed):
+        z = state.position
         if fixed is not None:
-            fixed = tuple(torch.as_tensor(f, dtype=dtype, device=device) for f in fixed)
-        step = build_ais_step(pot.log_parts, opts)
-        report = progress_printer(label, num_steps) if label else None
-        every = max(1, -(-num_steps // 20))
-        infos: list[AISInfo] = []
-        for t in range(num_steps):
-            kernel = None if fixed is None else (fixed[0][t], fixed[1][t])
-            state, info = step(state, steps[t], steps[t + 1], generator, kernel)
+            eps = torch.as_tensor(np.asarray(fixed[0])[t0:t1], dtype=z.dtype, device=z.device)
+            mass = torch.as_tensor(np.asarray(fixed[1])[t0:t1], dtype=z.dtype, device=z.device)
+        infos = []
+        for t in range(t0, t1):
+            kernel = None if fixed is None else (eps[t - t0], mass[t - t0])
+            state, info = self.step(state, self.steps[t], self.steps[t + 1], self.generator, kernel)
             infos.append(info)
-            if report is not None and ((t + 1) % every == 0 or t + 1 == num_steps):
-                report(t + 1, _stack(infos[-every:]))
-        return state, _stack(infos)
+        return state, _stack(infos)._asdict()
+
+    def state_arrays(self, state: AISState) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in state._asdict().items()}
+
+    def state_from_arrays(self, arrays) -> AISState:
+        device = self.pot.device
+        return AISState(**{k: torch.as_tensor(arrays[k], device=device) for k in AISState._fields})
+
+    def rng_arrays(self) -> dict[str, np.ndarray]:
+        if self.generator is not None:
+            return {"generator": self.generator.get_state().numpy()}
+        out = {"cpu": torch.get_rng_state().numpy()}
+        if self.pot.device.type == "cuda":
+            out["cuda"] = torch.cuda.get_rng_state(self.pot.device).numpy()
+        return out
+
+    def set_rng_arrays(self, arrays) -> None:
+        if self.generator is not None:
+            if "generator" not in arrays:
+                raise ValueError("the checkpoint was written by a run without generator=")
+            self.generator.set_state(torch.as_tensor(arrays["generator"]))
+            return
+        if "cpu" not in arrays:
+            raise ValueError("the checkpoint was written by a run with generator=; pass one")
+        torch.set_rng_state(torch.as_tensor(arrays["cpu"]))
+        if "cuda" in arrays:
+            torch.cuda.set_rng_state(torch.as_tensor(arrays["cuda"]), self.pot.device)
+
+    def finish(self, state: AISState, info) -> tuple[np.ndarray, np.ndarray]:
+        log_w = state.log_weights.detach().cpu().numpy().astype(np.float64)
+        return log_w, state.position.detach().cpu().numpy()
+
+    def dropped_sites(self, positions: np.ndarray) -> list[str]:
+        if positions.shape[0] == 0:
+            return []
+        pot = self.pot
+        z = torch.as_tensor(positions, device=pot.device)
+        sites = []
+        with pyro.validation_enabled(False), torch.no_grad():
+            if pot.energy_names:
+                values = pot.energy_values(z)
+                sites = [k for k in pot.energy_names if not torch.isfinite(values[k]).all()]
+            if not sites:
+                _, lr = pot.log_parts(z)
+                if not torch.isfinite(lr).all():
+                    sites = list(pot.observed_names)
+        return sites
 
 
 def _stack(infos: list[AISInfo]) -> AISInfo:

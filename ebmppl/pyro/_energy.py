@@ -14,7 +14,7 @@ from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
 
-from .._checks import check_energy_shape
+from .._checks import check_energy_shape, complex_energy_error, warn_doubly_intractable
 
 ENERGY_TAG = "ebmppl_energy"
 #: Name of the plate that :class:`ebmppl.pyro.ModelPotential` puts around a model to batch it
@@ -142,11 +142,23 @@ def _check_shape(name: str, value: torch.Tensor) -> None:
     check_energy_shape(name, shape, batch, "pyro.plate")
 
 
+def _requires_grad(x) -> bool:
+    """Whether any tensor in ``x`` (a tensor, or a tuple/list/dict of them) requires grad."""
+    if isinstance(x, torch.Tensor):
+        return x.requires_grad
+    if isinstance(x, dict):
+        return any(_requires_grad(v) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return any(_requires_grad(v) for v in x)
+    return False
+
+
 def energy(
     name: str,
     fn: Callable[..., Any],
     *args: Any,
     temperature: float | torch.Tensor = 1.0,
+    normalized: bool = False,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Add the energy ``fn(*args, **kwargs)`` to a Pyro model as a factor ``-E / temperature``.
@@ -171,10 +183,15 @@ def energy(
             ones written for a single ``x`` are batched with ``torch.func.vmap`` (see
             :class:`ebmppl.pyro.ModelPotential`).
         temperature: positive; the factor is ``-E / temperature``.
+        normalized: declare that ``fn`` is normalised over its first argument for every value
+            of the latent sites it depends on. Otherwise an energy whose value depends on
+            latent sites (it requires grad) while its first argument is fixed data raises a
+            :class:`~ebmppl.DoublyIntractableWarning` (the factor would drop ``-log Z(theta)``).
 
     Returns:
         The energy ``fn(*args, **kwargs)`` as a floating tensor (not divided by the
-        temperature), of the shape ``fn`` returned.
+        temperature), of the shape ``fn`` returned (integers and booleans are converted,
+        float16/bfloat16 promoted to float32; complex values are an error).
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"energy site name must be a non-empty string, got {name!r}")
@@ -191,10 +208,17 @@ def energy(
     value = _evaluate(fn, args, kwargs)
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-    if not (value.is_floating_point() or value.is_complex()):
+    if value.is_complex():
+        raise complex_energy_error(name, value.dtype)
+    if not value.is_floating_point():
         value = value.to(torch.get_default_dtype())
+    elif torch.finfo(value.dtype).bits < 32:  # float16/bfloat16 would round the log density
+        value = value.to(torch.float32)
+    if not normalized and args and value.requires_grad and not _requires_grad(args[0]):
+        warn_doubly_intractable(name)
     _check_shape(name, value)
-    unit = dist.Unit(-value / temperature)
+    # Non-finite energies are handled by the samplers (zero density), not by validation.
+    unit = dist.Unit(-value / temperature, validate_args=False)
     pyro.sample(
         name,
         unit,
