@@ -261,7 +261,7 @@ def replica_exchange_to_arviz(result):
         {
             "posterior": dict(result.samples),
             "replica_exchange": xr.Dataset(ladder, attrs=_clean_attrs(attrs)),
-            "attrs": {"inference_library": "numpyro"},
+            "attrs": {"inference_library": getattr(result, "backend", "numpyro")},
         }
     )
 

@@ -29,7 +29,9 @@ def test_replica_exchange_log_z_and_modes(name, tmp_path):
     prob = problems.get_problem(name)
     res = ReplicaExchange(
         problem_model(prob),
-        num_temperatures=12,
+        # 12 rungs leave a ladder-spacing bias in TI on the double well (z = +1.7..+5.0 over
+        # seeds; exact moments on those ladders still miss by 0.1-1 nats); 24 remove it
+        num_temperatures=24,
         num_chains=8,
         num_warmup=300,
         num_samples=600,

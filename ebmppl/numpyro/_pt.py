@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from scipy.special import logsumexp
 
+from .._pt_common import ReplicaExchangeResult, ladder_from_rejections, log_z_estimates
 from ..schedules import check_positive_int
 from ._ais import build_hmc_move, build_potential
 from ._model import ModelPotential
@@ -35,65 +34,6 @@ class PTState(NamedTuple):
     step_size: jax.Array  # (K,)
     inverse_mass: jax.Array  # (K, D)
     iteration: jax.Array  # () int32
-
-
-def ladder_from_rejections(betas: np.ndarray, rejection: np.ndarray) -> np.ndarray:
-    """New ladder with equal communication-barrier increments (Syed et al. 2021).
-
-    The barrier Lambda(beta) is piecewise linear with Lambda(beta_{k+1}) - Lambda(beta_k) =
-    rejection[k]; the new betas are Lambda^{-1} at equally spaced levels. Endpoints stay 0 and 1.
-    """
-    betas = np.asarray(betas, dtype=np.float64)
-    rej = np.clip(np.asarray(rejection, dtype=np.float64), 1e-3, None)
-    lam = np.concatenate([[0.0], np.cumsum(rej)])
-    levels = np.linspace(0.0, lam[-1], betas.size)
-    new = np.interp(levels, lam, betas)
-    new[0], new[-1] = 0.0, 1.0
-    return np.maximum.accumulate(new)
-
-
-@dataclass(frozen=True, eq=False)
-class ReplicaExchangeResult:
-    """Outcome of replica exchange.
-
-    Attributes:
-        log_z, log_z_se: stepping-stone estimate and its standard error (spread over the
-            independent tempering systems).
-        log_z_ti, log_z_ti_se: thermodynamic-integration estimate (trapezoid corrected with
-            the variance of log_ratio at each rung, Friel, Hurn & Wyse 2014; its se covers Monte
-            Carlo error only, not the remaining discretisation error of the ladder).
-        betas: final ladder (K,); swap_rate: (K-1,) acceptance of swaps between neighbours;
-        acceptance_rate, step_size: (K,) HMC statistics per temperature;
-        samples: draws at beta = 1 per site, (num_chains, num_samples, ...) (constrained);
-        ladder_history: ladders after each warm-up round.
-    """
-
-    log_z: float
-    log_z_se: float
-    log_z_ti: float
-    log_z_ti_se: float
-    betas: np.ndarray
-    swap_rate: np.ndarray
-    acceptance_rate: np.ndarray
-    step_size: np.ndarray
-    samples: dict = field(repr=False)
-    mean_log_ratio: np.ndarray = field(repr=False)
-    ladder_history: tuple = field(default=(), repr=False)
-    info: dict = field(default_factory=dict, repr=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"ReplicaExchangeResult(stepping-stone log Z = {self.log_z:.4g} ± "
-            f"{self.log_z_se:.2g}, TI log Z = {self.log_z_ti:.4g} ± {self.log_z_ti_se:.2g}, "
-            f"{self.betas.size} temperatures, min swap rate {self.swap_rate.min():.2f})"
-        )
-
-    def to_arviz(self):
-        """InferenceData with the beta = 1 draws as ``posterior`` and a ``replica_exchange``
-        group (ladder, swap rates, per-temperature statistics, log Z attributes)."""
-        from ..arviz import replica_exchange_to_arviz
-
-        return replica_exchange_to_arviz(self)
 
 
 class ReplicaExchange:
@@ -254,26 +194,7 @@ class ReplicaExchange:
 
     def _result(self, pot, post, state, betas, lr, acc, swap_rate, history, start):
         m, s = self.num_chains, self.num_samples
-        db = np.diff(betas)
-
-        def stepping_stone(lr_part):  # lr_part (S', K, M')
-            x = db[:, None] * lr_part[:, :-1].transpose(1, 0, 2).reshape(len(db), -1)
-            return float(np.sum(logsumexp(x, axis=1) - np.log(x.shape[1])))
-
-        def thermo(lr_part):
-            # Corrected trapezoid (Friel, Hurn & Wyse 2014): d/dbeta E_beta[lr] = Var_beta[lr]
-            # gives the end-point correction -h^2/12 (v_{k+1} - v_k).
-            flat = lr_part.transpose(1, 0, 2).reshape(lr_part.shape[1], -1)
-            e, v = flat.mean(axis=1), flat.var(axis=1)
-            return float(np.sum(db * 0.5 * (e[1:] + e[:-1]) - db**2 / 12.0 * (v[1:] - v[:-1])))
-
-        ss = stepping_stone(lr)
-        ti = thermo(lr)
-        per_ss = np.array([stepping_stone(lr[:, :, j : j + 1]) for j in range(m)])
-        per_ti = np.array([thermo(lr[:, :, j : j + 1]) for j in range(m)])
-        se_ss = float(per_ss.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
-        se_ti = float(per_ti.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
-        samples = self._samples
+        ss, se_ss, ti, se_ti = log_z_estimates(betas, lr)
         return ReplicaExchangeResult(
             log_z=ss,
             log_z_se=se_ss,
@@ -283,8 +204,9 @@ class ReplicaExchange:
             swap_rate=swap_rate,
             acceptance_rate=np.asarray(acc).mean(0),
             step_size=np.asarray(state.step_size),
-            samples=samples,
+            samples=self._samples,
             mean_log_ratio=lr.mean(axis=(0, 2)),
             ladder_history=tuple(history),
             info={"num_samples": s, "num_chains": m, "wall_time": time.perf_counter() - start},
+            backend="numpyro",
         )

@@ -1,7 +1,8 @@
-"""The Pyro (PyTorch) backend: energy factors, the tempering handler, AIS, SMC, BDMC, NUTS.
+"""The Pyro (PyTorch) backend: energy factors, the tempering handler, AIS, SMC, BDMC, replica
+exchange, NUTS.
 
 Mirrors :mod:`ebmppl.numpyro` verb for verb; AIS and SMC here are batched over particles (and
-SMC replicas) in PyTorch.
+SMC replicas), replica exchange over temperatures and chains, in PyTorch.
 """
 
 from .._backend import require as _require
@@ -14,6 +15,7 @@ from ._energy import EnergyNotBatchedError, energy, is_energy_site, tempered
 from ._mcmc_data import NUTS, nuts_mcmc
 from ._model import ModelPotential
 from ._problems import problem_model
+from ._pt import ReplicaExchange, ReplicaExchangeResult, ladder_from_rejections
 from ._smc import SMC, SMCInfo, SMCState, build_smc_step, next_beta_by_cess
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "AISState",
     "EnergyNotBatchedError",
     "ModelPotential",
+    "ReplicaExchange",
+    "ReplicaExchangeResult",
     "SMCInfo",
     "SMCState",
     "build_ais_step",
@@ -32,6 +36,7 @@ __all__ = [
     "build_smc_step",
     "energy",
     "is_energy_site",
+    "ladder_from_rejections",
     "next_beta_by_cess",
     "nuts_mcmc",
     "problem_model",

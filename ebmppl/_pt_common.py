@@ -1,0 +1,114 @@
+"""Backend-neutral pieces of replica exchange: the ladder update, the log Z estimators, the result.
+
+Pure NumPy/SciPy (imports neither torch nor jax), shared by :mod:`ebmppl.numpyro._pt` and
+:mod:`ebmppl.pyro._pt` so that both backends return the same :class:`ReplicaExchangeResult`
+computed the same way from the recorded ``log_ratio`` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import logsumexp
+
+__all__ = ["ReplicaExchangeResult", "ladder_from_rejections", "log_z_estimates"]
+
+
+def ladder_from_rejections(betas: np.ndarray, rejection: np.ndarray) -> np.ndarray:
+    """New ladder with equal communication-barrier increments (Syed et al. 2021).
+
+    The barrier Lambda(beta) is piecewise linear with Lambda(beta_{k+1}) - Lambda(beta_k) =
+    rejection[k]; the new betas are Lambda^{-1} at equally spaced levels. Endpoints stay 0 and 1.
+    ``betas`` (K,), ``rejection`` (K-1,); returns (K,).
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    rej = np.clip(np.asarray(rejection, dtype=np.float64), 1e-3, None)
+    lam = np.concatenate([[0.0], np.cumsum(rej)])
+    levels = np.linspace(0.0, lam[-1], betas.size)
+    new = np.interp(levels, lam, betas)
+    new[0], new[-1] = 0.0, 1.0
+    return np.maximum.accumulate(new)
+
+
+def _stepping_stone(db: np.ndarray, lr: np.ndarray) -> float:
+    """Stepping-stone log Z (Xie et al. 2011) from ``lr`` (S, K, M) on increments ``db`` (K-1,)."""
+    x = db[:, None] * lr[:, :-1].transpose(1, 0, 2).reshape(len(db), -1)
+    return float(np.sum(logsumexp(x, axis=1) - np.log(x.shape[1])))
+
+
+def _thermo(db: np.ndarray, lr: np.ndarray) -> float:
+    """Corrected-trapezoid TI log Z (Friel, Hurn & Wyse 2014) from ``lr`` (S, K, M).
+
+    d/dbeta E_beta[lr] = Var_beta[lr] gives the end-point correction -h^2/12 (v_{k+1} - v_k).
+    """
+    flat = lr.transpose(1, 0, 2).reshape(lr.shape[1], -1)
+    e, v = flat.mean(axis=1), flat.var(axis=1)
+    return float(np.sum(db * 0.5 * (e[1:] + e[:-1]) - db**2 / 12.0 * (v[1:] - v[:-1])))
+
+
+def log_z_estimates(betas: np.ndarray, log_ratio: np.ndarray) -> tuple[float, float, float, float]:
+    """Stepping-stone and TI log Z with standard errors from one replica-exchange run.
+
+    ``betas`` (K,) the ladder; ``log_ratio`` (S, K, M) float64, the recorded values at each
+    temperature for S iterations and M independent tempering systems. The standard errors are
+    the spread of the per-system estimates (NaN when M = 1). Returns
+    ``(log_z_ss, se_ss, log_z_ti, se_ti)``.
+    """
+    lr = np.asarray(log_ratio, dtype=np.float64)
+    db = np.diff(np.asarray(betas, dtype=np.float64))
+    m = lr.shape[2]
+    ss = _stepping_stone(db, lr)
+    ti = _thermo(db, lr)
+    per_ss = np.array([_stepping_stone(db, lr[:, :, j : j + 1]) for j in range(m)])
+    per_ti = np.array([_thermo(db, lr[:, :, j : j + 1]) for j in range(m)])
+    se_ss = float(per_ss.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+    se_ti = float(per_ti.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+    return ss, se_ss, ti, se_ti
+
+
+@dataclass(frozen=True, eq=False)
+class ReplicaExchangeResult:
+    """Outcome of replica exchange (either backend).
+
+    Attributes:
+        log_z, log_z_se: stepping-stone estimate and its standard error (spread over the
+            independent tempering systems).
+        log_z_ti, log_z_ti_se: thermodynamic-integration estimate (trapezoid corrected with
+            the variance of log_ratio at each rung, Friel, Hurn & Wyse 2014; its se covers Monte
+            Carlo error only, not the remaining discretisation error of the ladder).
+        betas: final ladder (K,); swap_rate: (K-1,) acceptance of swaps between neighbours;
+        acceptance_rate, step_size: (K,) HMC statistics per temperature;
+        samples: draws at beta = 1 per site, (num_chains, num_samples, ...) (constrained);
+        mean_log_ratio: (K,) mean recorded log_ratio per temperature;
+        ladder_history: ladders after each warm-up round;
+        backend: ``"numpyro"`` or ``"pyro"``.
+    """
+
+    log_z: float
+    log_z_se: float
+    log_z_ti: float
+    log_z_ti_se: float
+    betas: np.ndarray
+    swap_rate: np.ndarray
+    acceptance_rate: np.ndarray
+    step_size: np.ndarray
+    samples: dict = field(repr=False)
+    mean_log_ratio: np.ndarray = field(repr=False)
+    ladder_history: tuple = field(default=(), repr=False)
+    info: dict = field(default_factory=dict, repr=False)
+    backend: str = field(default="numpyro", repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplicaExchangeResult(stepping-stone log Z = {self.log_z:.4g} ± "
+            f"{self.log_z_se:.2g}, TI log Z = {self.log_z_ti:.4g} ± {self.log_z_ti_se:.2g}, "
+            f"{self.betas.size} temperatures, min swap rate {self.swap_rate.min():.2f})"
+        )
+
+    def to_arviz(self):
+        """InferenceData with the beta = 1 draws as ``posterior`` and a ``replica_exchange``
+        group (ladder, swap rates, per-temperature statistics, log Z attributes)."""
+        from .arviz import replica_exchange_to_arviz
+
+        return replica_exchange_to_arviz(self)
