@@ -153,6 +153,45 @@ def _requires_grad(x) -> bool:
     return False
 
 
+# Energies found NOT to depend on the latents (e.g. closing over trainable parameters only), so
+# that the extra backward pass of the check runs once for them, not at every evaluation.
+_INDEPENDENT: set[tuple[str, Any]] = set()
+
+
+def _differentiated_site_values() -> list[torch.Tensor]:
+    """Values of the sample sites traced so far that require grad (latents under a gradient)."""
+    values = []
+    for handler in _PYRO_STACK:
+        if isinstance(handler, TraceMessenger):
+            for site in handler.trace.nodes.values():
+                v = site.get("value")
+                if site.get("type") == "sample" and isinstance(v, torch.Tensor) and v.requires_grad:
+                    values.append(v)
+    return values
+
+
+def _check_doubly_intractable(name: str, fn, value: torch.Tensor, x) -> None:
+    """Warn when the energy depends on latent sites that its input ``x`` does not depend on.
+
+    Runs only under a gradient with respect to the latent values (NUTS, AIS moves) and only
+    when ``x`` does not require grad: one backward pass checks that the dependence is on the
+    latents, not on trainable parameters the energy closes over (then never again).
+    """
+    if not (torch.is_grad_enabled() and value.requires_grad) or _requires_grad(x):
+        return
+    key = (name, getattr(fn, "__code__", type(fn)))
+    if key in _INDEPENDENT:
+        return
+    latents = _differentiated_site_values()
+    if not latents:
+        return
+    grads = torch.autograd.grad(value.sum(), latents, retain_graph=True, allow_unused=True)
+    if any(g is not None and bool(torch.any(g != 0)) for g in grads):
+        warn_doubly_intractable(name, stacklevel=4)
+    else:
+        _INDEPENDENT.add(key)
+
+
 def energy(
     name: str,
     fn: Callable[..., Any],
@@ -214,8 +253,8 @@ def energy(
         value = value.to(torch.get_default_dtype())
     elif torch.finfo(value.dtype).bits < 32:  # float16/bfloat16 would round the log density
         value = value.to(torch.float32)
-    if not normalized and args and value.requires_grad and not _requires_grad(args[0]):
-        warn_doubly_intractable(name)
+    if not normalized and args:
+        _check_doubly_intractable(name, fn, value, args[0])
     _check_shape(name, value)
     # Non-finite energies are handled by the samplers (zero density), not by validation.
     unit = dist.Unit(-value / temperature, validate_args=False)
