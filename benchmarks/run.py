@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BENCHMARKS = ("bench_ais", "bench_backends", "bench_peers", "bench_overhead")
+BENCHMARKS = ("bench_ais", "bench_backends", "bench_peers", "bench_curves", "bench_overhead")
 
 
 def main(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ from jax import lax
 
 from .._pt_common import ReplicaExchangeResult, ladder_from_rejections, log_z_estimates
 from ..schedules import check_positive_int
-from ._ais import build_hmc_move, build_potential
+from ._ais import COMPILED, build_hmc_move, build_potential
 from ._model import ModelPotential
 
 __all__ = ["ReplicaExchange", "ReplicaExchangeResult", "ladder_from_rejections"]
@@ -150,7 +150,17 @@ class ReplicaExchange:
         pot = ModelPotential(
             self.model, model_args, model_kwargs, reference=self.reference, rng_key=k_init
         )
-        warm, sample, post = self._build(pot)
+        # Compiled once per model, reference and kernel options (like AIS and SMC).
+        key = (
+            "replica_exchange",
+            id(self.model),
+            id(self.reference),
+            self.num_temperatures,
+            self.num_chains,
+            self.num_leapfrog_steps,
+            self.target_accept,
+        )
+        warm, sample, post = COMPILED.get(key, pot, lambda: self._build(pot))
         k, m = self.num_temperatures, self.num_chains
         z0 = pot.sample_base(k_init, k * m).reshape(k, m, pot.dim)
         var0 = jnp.clip(jnp.var(z0.reshape(-1, pot.dim), axis=0), 1e-6, None)
