@@ -174,7 +174,30 @@ def diag_gaussian(dim: int, prior_scale: float = 2.0):
     return Problem(f"diag_gaussian{dim}", dim, "normal", (prior_scale,), energy_fn, log_z)
 
 
+def mlp_energy(dim: int = 8, hidden: int = 256):
+    """A small neural energy (2 tanh layers of ``hidden`` units plus a quadratic), fixed
+    random weights; log Z unknown (NaN). Shows the overhead ratio for a non-trivial energy."""
+    from ebmppl.problems import Problem
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(dim, hidden)) / np.sqrt(dim)
+    w2 = rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)
+    w3 = rng.normal(size=(hidden,)) / np.sqrt(hidden)
+
+    def energy_fn(x, xp):
+        t = xp.exp  # tanh through exp keeps to the small shared namespace
+        h = x @ xp.asarray(w1)
+        h = 1.0 - 2.0 / (t(2.0 * h) + 1.0)
+        h = h @ xp.asarray(w2)
+        h = 1.0 - 2.0 / (t(2.0 * h) + 1.0)
+        return 0.5 * xp.sum(x**2, -1) + 0.1 * (h @ xp.asarray(w3))
+
+    return Problem(f"mlp{dim}", dim, "normal", (2.0,), energy_fn, float("nan"))
+
+
 def get_problem(name: str):
+    if name.startswith("mlp"):
+        return mlp_energy(int(name.removeprefix("mlp")))
     if name.startswith("diag_gaussian"):
         return diag_gaussian(int(name.removeprefix("diag_gaussian")))
     from ebmppl import problems
@@ -370,8 +393,8 @@ def overhead_plan(quick: bool) -> dict:
     """(problem, num_particles, num_steps, repeats) per backend for section a.
 
     gaussian10 and mixture are the measured problems; gaussian100 (a dense 100-d quadratic,
-    about 20x the potential cost of gaussian10) is an extra row showing how the ratio falls
-    when the potential is not trivially cheap. Torch gets fewer steps (same ratio, less time).
+    about 20x the potential cost of gaussian10) and mlp8 (a 2-layer, 256-unit tanh network)
+    are extra rows showing how the ratio falls when the potential is not trivially cheap. Torch gets fewer steps (same ratio, less time).
     """
     if quick:
         jx = [(1_000, 250, 5), (100_000, 10, 3)]
@@ -385,6 +408,7 @@ def overhead_plan(quick: bool) -> dict:
     for backend, sizes in (("jax", jx), ("torch", tc)):
         plan[backend] = [(name, *size) for name in ("gaussian10", "mixture") for size in sizes]
         plan[backend].append(("gaussian100", *extra[backend]))
+        plan[backend].append(("mlp8", *extra[backend]))
     return plan
 
 
@@ -400,7 +424,7 @@ def section_overhead(quick: bool, backends=("jax", "torch"), plan=None, device=N
             else:
                 rows.append(torch_overhead(name, n, steps, repeats, device or "cpu"))
             rows[-1]["section_wall_s"] = time.perf_counter() - t0
-            rows[-1]["extra"] = name == "gaussian100"
+            rows[-1]["extra"] = name in ("gaussian100", "mlp8")
             _print_overhead(rows[-1])
     return rows
 
