@@ -152,3 +152,76 @@ def test_pilot_adaptation_is_the_default_and_online_works(backend):
     assert fixed.info["pilot_gradient_evaluations"] == 0
     with pytest.raises(ValueError, match="adaptation"):
         backend.make_ais(model, adaptation="offline")
+
+
+# -- SMC adaptation ----------------------------------------------------------------------
+def test_smc_adaptation_does_not_bias_log_z(backend):
+    """Pooled over seeds, log Z has no adaptation bias on a 10-D Gaussian.
+
+    Adapting each replica's schedule and HMC kernel on the particles it moves (the old SMC,
+    now ``adaptation="online"``) gives a mean error of -0.19 here, 8-10 standard errors of
+    the mean (0.018 NumPyro, 0.024 Pyro); the pilot (default) gives -0.02 +- 0.015 (NumPyro)
+    and +0.03 +- 0.026 (Pyro).
+    """
+    prob = problems.gaussian(10)
+    model = backend.problem_model(prob)
+    errors = [
+        backend.run_smc(model, 100 + seed, num_particles=100, num_replicas=16).log_z - prob.log_z
+        for seed in range(16)
+    ]
+    mean, se = np.mean(errors), np.std(errors, ddof=1) / np.sqrt(len(errors))
+    assert abs(mean) < 4 * se + FLOOR, (mean, se)
+
+
+def test_smc_pilot_sets_the_schedule_and_kernel_and_is_counted(backend):
+    prob = problems.gaussian(2)
+    model = backend.problem_model(prob)
+    per_step = 1 + 1 * 3
+    pilot = backend.run_smc(model, 5, num_particles=100, num_replicas=4)
+    assert pilot.info["adaptation"] == "pilot"
+    steps = pilot.info["num_steps_per_replica"]
+    # Every replica follows the pilot's schedule (and kernel), so they take the same steps.
+    assert np.all(steps == steps[0])
+    assert np.all(pilot.info["betas_per_replica"][:, : steps[0] + 1] == pilot.betas)
+    # The pilot ran as long as the replicas; its evaluations are shared over the 4 replicas.
+    assert pilot.info["pilot_gradient_evaluations"] == round(steps[0] * per_step / 4)
+    assert pilot.gradient_evaluations == round(steps[0] * per_step * 5 / 4)
+    online = backend.run_smc(model, 5, num_particles=100, num_replicas=4, adaptation="online")
+    assert online.info["adaptation"] == "online"
+    assert online.info["pilot_gradient_evaluations"] == 0
+    assert online.gradient_evaluations == round(
+        np.mean(online.info["num_steps_per_replica"]) * per_step
+    )
+    # Nothing to adapt: no pilot.
+    fixed = backend.run_smc(
+        model, 5, num_particles=100, num_replicas=4, adapt_step_size=False, adapt_mass=False
+    )
+    assert fixed.info["pilot_gradient_evaluations"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mixture", "double_well"])
+def test_adaptive_smc_beats_ais_at_equal_cost_on_multimodal_problems(numpyro_harness, name):
+    """Default SMC (CESS 0.95, 8 replicas of 250 particles plus the pilot) has a smaller mean
+    squared log Z error than AIS (pilot, 2000 particles) at the same gradient evaluations per
+    particle (about 56), on the unequal-weight mixture and the tilted double well.
+
+    Measured on other seeds (200 each): RMSE 0.040 vs 0.053 (mixture) and 0.032 vs 0.045
+    (double well), the MSE difference 3.7 and 4.6 of its standard errors; with 300 seeds the
+    expected ratio is 4.5 and 5.7, so requiring 2 (one-sided 98% confidence that SMC is
+    better) fails by chance with probability under 1%.
+    """
+    h, num = numpyro_harness, 300
+    prob = problems.get_problem(name)
+    model = h.problem_model(prob)
+    smc = [h.run_smc(model, s, num_particles=250, num_replicas=8) for s in range(num)]
+    evals = np.mean([r.gradient_evaluations for r in smc])
+    steps = round(evals / (2 * (1 + 1 * 3)))  # the AIS pilot doubles the cost
+    ais = [h.run_ais(model, 10_000 + s, num_particles=2000, num_steps=steps) for s in range(num)]
+    assert abs(ais[0].gradient_evaluations - evals) <= 4  # matched to within half an AIS step
+    sq_smc = np.array([(r.log_z - prob.log_z) ** 2 for r in smc])
+    sq_ais = np.array([(r.log_z - prob.log_z) ** 2 for r in ais])
+    diff = sq_ais.mean() - sq_smc.mean()
+    se = np.hypot(sq_smc.std(ddof=1), sq_ais.std(ddof=1)) / np.sqrt(num)
+    rmse = np.sqrt([sq_smc.mean(), sq_ais.mean()])
+    assert diff > 2 * se, (name, rmse, diff / se)
