@@ -24,9 +24,11 @@ __all__ = [
     "ais_result",
     "bdmc_result",
     "check_not_all_dropped",
+    "combine_smc_results",
     "describe_sites",
     "run_identity",
     "run_info",
+    "run_replica_batches",
     "smc_result",
 ]
 
@@ -41,6 +43,7 @@ def smc_result(
     backend: str,
     start: float,
     extra_info: Mapping[str, Any] | None = None,
+    stacklevel: int = 3,
 ) -> AISResult:
     """Build the :class:`~ebmppl.AISResult` of a tempered SMC run with R replicas of N particles.
 
@@ -57,7 +60,7 @@ def smc_result(
         start: ``time.perf_counter()`` at the start of the run (for ``wall_time``).
         extra_info: backend-specific entries added to ``info``.
 
-    Warns (with the caller's caller as the location) when one replica of an adaptive or
+    Warns (at ``stacklevel``: the user's call) when one replica of an adaptive or
     resampling run has to report the weight-based standard error, which understates the error.
     """
     base = opts.base
@@ -85,7 +88,7 @@ def smc_result(
                 "with one replica, the standard error of an SMC/adaptive run comes from "
                 "the final weights and understates the error; use num_replicas >= 2",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
     beta = np.asarray(steps["beta"], dtype=np.float64)
     betas = np.full((r, active.shape[1] + 1), np.nan)
@@ -263,3 +266,97 @@ def run_info(out: DriveOutput, control: RunControl, betas, info) -> dict[str, An
         "resumed_from_step": out.resumed_from,
         **dropped_summary(info.num_dropped, betas),
     }
+
+
+def _pad_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack (R_i, T_i) arrays into (sum R_i, max T_i), padding with NaN."""
+    width = max(a.shape[1] for a in arrays)
+    out = []
+    for a in arrays:
+        pad = np.full((a.shape[0], width - a.shape[1]), np.nan)
+        out.append(np.concatenate([np.asarray(a, np.float64), pad], axis=1))
+    return np.concatenate(out)
+
+
+def combine_smc_results(results: list[AISResult]) -> AISResult:
+    """Pool SMC runs of independent replicas into one result with all their replicas.
+
+    log Z and its standard error come from all replicas (:func:`diagnostics.combine_log_z`);
+    per-replica ``info`` arrays are concatenated (padded with NaN to the longest schedule);
+    the first run's first replica gives the per-step arrays.
+    """
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    replica_lz = np.concatenate([r.info["replica_log_z"] for r in results])
+    log_z, log_z_se = diagnostics.combine_log_z(replica_lz)
+    replicas = int(replica_lz.size)
+    particles = {k: np.concatenate([r.particles[k] for r in results]) for k in first.particles}
+    per_replica = {
+        "replica_log_z": replica_lz,
+        "replica_log_z_se": np.concatenate([r.info["replica_log_z_se"] for r in results]),
+        "num_steps_per_replica": np.concatenate([r.info["num_steps_per_replica"] for r in results]),
+        "num_resampling_events": np.concatenate([r.info["num_resampling_events"] for r in results]),
+        "betas_per_replica": _pad_rows([r.info["betas_per_replica"] for r in results]),
+        "acceptance_rate_per_replica": _pad_rows(
+            [r.info["acceptance_rate_per_replica"] for r in results]
+        ),
+    }
+    evals = np.array([r.gradient_evaluations for r in results], np.float64)
+    sizes = np.array([r.num_particles for r in results], np.float64)
+    return dataclasses.replace(
+        first,
+        log_z=log_z,
+        log_z_se=log_z_se,
+        log_weights=np.concatenate([r.log_weights for r in results]),
+        particles=particles,
+        gradient_evaluations=round(float(np.sum(evals * sizes) / sizes.sum())),
+        num_dropped=sum(r.num_dropped for r in results),
+        info={
+            **first.info,
+            **per_replica,
+            "num_replicas": replicas,
+            "se_method": "replicas",
+            "num_batches": len(results),
+            "wall_time": sum(r.info["wall_time"] for r in results),
+        },
+    )
+
+
+def run_replica_batches(run_batch, control: RunControl) -> AISResult:
+    """Run SMC batches ``run_batch(b)`` (b = 0, 1, ...; each returns an SMC result with its own
+    replicas) until ``control``'s standard-error target, time budget (no batch starts that would
+    end after it) or batch cap is reached; pool them with :func:`combine_smc_results`.
+
+    The result's ``info`` gets ``stopped_by``, ``num_batches``, ``target_se`` and ``max_time``.
+    """
+    start = time.perf_counter()
+    results: list[AISResult] = []
+    stopped_by = "num_replicas"
+    while True:
+        results.append(run_batch(len(results)))
+        per_batch = (time.perf_counter() - start) / len(results)
+        if not control.batched:
+            break
+        pooled = combine_smc_results(results)
+        if control.target_se is not None and pooled.log_z_se <= control.target_se:
+            stopped_by = "target_se"
+            break
+        elapsed = time.perf_counter() - start
+        if control.max_time is not None and elapsed + per_batch > control.max_time:
+            stopped_by = "max_time"
+            break
+        if len(results) >= control.max_batches:
+            stopped_by = "max_batches"
+            break
+    pooled = combine_smc_results(results)
+    return dataclasses.replace(
+        pooled,
+        info={
+            **pooled.info,
+            "stopped_by": stopped_by,
+            "num_batches": len(results),
+            "target_se": control.target_se,
+            "max_time": control.max_time,
+        },
+    )

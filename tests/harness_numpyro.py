@@ -268,3 +268,8 @@ def latent_input_model():
         energy("E_ok", lambda v: jnp.sum(v**2), x)
 
     return model
+
+
+def run_smc_control(model, seed_: int, run_kwargs: dict, *model_args, **options):
+    """Run SMC with run-control keywords (target_se, max_time, max_batches)."""
+    return make_smc(model, **options).run(jax.random.PRNGKey(seed_), *model_args, **run_kwargs)

@@ -298,3 +298,11 @@ def latent_input_model():
         energy("E_ok", lambda v: torch.sum(v**2, -1), x)
 
     return model
+
+
+def run_smc_control(model, seed_: int, run_kwargs: dict, *model_args, **options):
+    """Run SMC with run-control keywords (target_se, max_time, max_batches)."""
+    generator = torch.Generator().manual_seed(seed_)
+    smc = make_smc(model, **options)
+    with _one_thread():
+        return smc.run(*model_args, generator=generator, **run_kwargs)

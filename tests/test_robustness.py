@@ -262,3 +262,28 @@ def test_doubly_intractable_energy_warns(backend):
             warnings.simplefilter("error", DoublyIntractableWarning)
             backend.run_ais(model, 0, num_particles=16, num_steps=5)
             backend.run_nuts(model, 0, num_warmup=20, num_samples=20, num_chains=1)
+
+
+def test_smc_target_se_adds_replicas(backend):
+    prob = problems.mixture()
+    res = backend.run_smc_control(
+        backend.problem_model(prob), 0, {"target_se": 0.03}, num_particles=64, num_replicas=4
+    )
+    assert res.info["stopped_by"] == "target_se"
+    batches = res.info["num_batches"]
+    assert batches > 1 and res.info["num_replicas"] == 4 * batches
+    assert res.info["replica_log_z"].shape == (4 * batches,)
+    assert res.num_particles == 64 * 4 * batches
+    assert res.log_z_se <= 0.03
+    assert abs(res.log_z - prob.log_z) < K * res.log_z_se + FLOOR
+    # pooled particles still give expectations with replica-based errors
+    mean, se = res.expectation(lambda p: p["x"][:, 0])
+    assert np.isfinite(mean) and se > 0
+    capped = backend.run_smc_control(
+        backend.problem_model(prob),
+        1,
+        {"target_se": 1e-6, "max_batches": 2},
+        num_particles=32,
+        num_replicas=2,
+    )
+    assert capped.info["stopped_by"] == "max_batches" and capped.info["num_replicas"] == 4
