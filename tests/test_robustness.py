@@ -286,3 +286,30 @@ def test_smc_target_se_adds_replicas(backend):
         num_replicas=2,
     )
     assert capped.info["stopped_by"] == "max_batches" and capped.info["num_replicas"] == 4
+
+
+def test_most_particles_lost_mid_run_fails_end_to_end_pyro():
+    """A stateful torch energy that turns NaN for most particles after some evaluations."""
+    pytest.importorskip("pyro")
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from ebmppl.pyro import AIS, energy
+
+    calls = [0]
+
+    def flaky(x):
+        calls[0] += 1
+        e = 0.5 * (x**2).sum(-1)
+        if calls[0] > 60:  # from some step on, NaN wherever x_0 > -1 (most of the mass)
+            e = torch.where(x[..., 0] > -1.0, torch.full_like(e, float("nan")), e)
+        return e
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        energy("E_flaky", flaky, x)
+
+    pyro.set_rng_seed(0)
+    with pytest.raises(RuntimeError, match=r"of 200 particles.*beta=.*energy site 'E_flaky'"):
+        AIS(model, num_particles=200, num_steps=40, adaptation="online", progress=False).run()
