@@ -369,6 +369,7 @@ def drive(
                 state, t, infos = engine.initial(phase, batch), 0, []
                 snapshot = (state, 0, [], engine.rng_arrays())
             what = "pilot" if phase == "pilot" else f"batch {batch}"
+            where = f"{what} run" if (phase == "pilot" or control.batched) else "run"
             report = None
             if label is not None and (phase == "pilot" or batch == 0):
                 show = phase == "pilot" or control.batched
@@ -381,7 +382,7 @@ def drive(
                 infos.append(info)
                 t = t1
                 snapshot = (state, t, list(infos), engine.rng_arrays())
-                _check_dropped(engine, state, info, betas, t, n, describe_site, what)
+                _check_dropped(engine, state, info, betas, t, n, describe_site, where)
                 if report is not None:
                     report(t, SimpleNamespace(**info))
                 if path is not None and (t % every == 0 or t == num_steps):
