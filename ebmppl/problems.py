@@ -30,6 +30,7 @@ __all__ = [
     "gaussian",
     "gaussian_with_hole",
     "get_problem",
+    "many_well",
     "mixture",
     "positive",
     "shifted",
@@ -213,6 +214,34 @@ def double_well(*, barrier: float = 4.0, tilt: float = 0.5, prior_scale: float =
     )
 
 
+def many_well(num_wells: int = 4, **double_well_options) -> Problem:
+    """``num_wells`` independent copies of :func:`double_well` (dimension ``2 * num_wells``,
+    ``2 ** num_wells`` modes of unequal mass; Midgley et al. 2023's "many well").
+
+    ``log Z = num_wells * log Z(double well)``; ``extra["left_mass"]`` is the mass of x_{2j} < 0
+    in each copy, so mode masses are products of ``left_mass`` and ``1 - left_mass``.
+    """
+    base = double_well(**double_well_options)
+
+    def energy_fn(x, xp):
+        pairs = [base.energy_fn(x[..., 2 * j : 2 * j + 2], xp) for j in range(num_wells)]
+        return xp.sum(xp.stack(pairs, -1), -1)
+
+    return Problem(
+        f"many_well{2 * num_wells}",
+        2 * num_wells,
+        "normal",
+        base.prior_params,
+        energy_fn,
+        num_wells * base.log_z,
+        f"{num_wells} independent tilted double wells ({2**num_wells} modes)",
+        mean=np.tile(base.mean, num_wells),
+        var=np.tile(base.var, num_wells),
+        multimodal=True,
+        extra={"left_mass": base.extra["left_mass"], "num_wells": num_wells},
+    )
+
+
 def banana(*, curvature: float = 1.0, prior_scale: float = 3.0) -> Problem:
     """2-D banana ``E = x0^2 / (2 s0^2) + (x1 - b (x0^2 - s0^2))^2 / (2 s1^2)``, s0=1.5, s1=0.5."""
     b, s0, s1 = curvature, 1.5, 0.5
@@ -368,6 +397,7 @@ def all_problems() -> dict[str, Problem]:
         gaussian(100),
         mixture(),
         double_well(),
+        many_well(),
         banana(),
         funnel(),
         positive(),
