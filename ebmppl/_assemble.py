@@ -302,6 +302,10 @@ def combine_smc_results(results: list[AISResult]) -> AISResult:
             [r.info["acceptance_rate_per_replica"] for r in results]
         ),
     }
+    if all("num_leapfrog_per_replica" in r.info for r in results):
+        leap = _pad_rows([r.info["num_leapfrog_per_replica"] for r in results])
+        per_replica["num_leapfrog_per_replica"] = leap
+        per_replica["mean_num_leapfrog"] = float(np.nanmean(leap))
     evals = np.array([r.gradient_evaluations for r in results], np.float64)
     sizes = np.array([r.num_particles for r in results], np.float64)
     return dataclasses.replace(

@@ -105,6 +105,11 @@ class AISOptions:
             chunk_size,
         )
 
+    @property
+    def uses_pilot(self) -> bool:
+        """Whether kernels are tuned on a pilot run (pilot adaptation of something)."""
+        return self.adaptation == "pilot" and (self.adapt_step_size or self.adapt_mass)
+
     def describe(self) -> dict:
         """Options as plain metadata (for the result's ``info`` and ArviZ attributes)."""
         d = asdict(self)
@@ -133,6 +138,8 @@ def progress_printer(label: str, total: int):
 
 
 RESAMPLING = ("systematic", "multinomial")
+MOVES = ("hmc", "nuts")
+DEFAULT_MAX_TREE_DEPTH = 10
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ class SMCOptions:
     resampling: str | None
     resample_threshold: float
     num_replicas: int
+    move: str = "hmc"
+    max_tree_depth: int | None = None  # NUTS only (None with move="hmc")
 
     @classmethod
     def create(
@@ -158,8 +167,25 @@ class SMCOptions:
         resampling: str | None = "systematic",
         resample_threshold: float = 0.5,
         num_replicas: int = 4,
+        move: str = "hmc",
+        max_tree_depth: int | None = None,
         **ais_options,
     ) -> SMCOptions:
+        if not isinstance(move, str) or move not in MOVES:
+            raise ValueError(f"move must be one of {MOVES}, got {move!r}")
+        if move == "hmc" and max_tree_depth is not None:
+            raise ValueError("max_tree_depth applies to move='nuts' only")
+        if move == "nuts":
+            if "num_leapfrog_steps" in ais_options:
+                raise ValueError(
+                    "num_leapfrog_steps fixes HMC trajectories; move='nuts' chooses its own "
+                    "(cap them with max_tree_depth)"
+                )
+            if max_tree_depth is None:
+                max_tree_depth = DEFAULT_MAX_TREE_DEPTH
+            max_tree_depth = check_positive_int(max_tree_depth, "max_tree_depth")
+            if max_tree_depth > 20:
+                raise ValueError(f"max_tree_depth must be at most 20, got {max_tree_depth}")
         adaptive = isinstance(schedule, str) and schedule == "adaptive"
         max_steps = check_positive_int(max_steps, "max_steps")
         if adaptive:
@@ -188,6 +214,8 @@ class SMCOptions:
             resampling,
             float(resample_threshold),
             num_replicas,
+            move,
+            max_tree_depth,
         )
 
     def describe(self) -> dict:
@@ -201,5 +229,9 @@ class SMCOptions:
             resampling=self.resampling or "none",
             resample_threshold=self.resample_threshold,
             num_replicas=self.num_replicas,
+            move=self.move,
+            max_tree_depth=self.max_tree_depth,
         )
+        if self.move == "nuts":
+            d["num_leapfrog_steps"] = None  # NUTS chooses each trajectory's length
         return d

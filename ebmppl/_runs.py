@@ -33,7 +33,7 @@ import numpy as np
 from . import diagnostics
 from ._options import is_number, progress_printer
 
-__all__ = ["Engine", "RunControl", "RunInterrupted", "drive"]
+__all__ = ["Engine", "RunControl", "RunInterrupted", "drive", "segment_length"]
 
 CHECKPOINT_VERSION = 1
 
@@ -126,6 +126,17 @@ class RunControl:
     @property
     def batched(self) -> bool:
         return self.max_batches > 1
+
+
+def segment_length(control: RunControl, num_steps: int, progress: bool) -> int:
+    """Steps per compiled segment: checkpoints and progress lines fall on segment boundaries."""
+    if control.checkpoint_every is not None:
+        segment = control.checkpoint_every
+    elif control.checkpoint is not None:
+        segment = max(1, -(-num_steps // 10))
+    else:
+        segment = num_steps if not progress else max(1, -(-num_steps // 20))
+    return min(segment, num_steps)
 
 
 class Engine(Protocol):

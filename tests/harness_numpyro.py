@@ -24,6 +24,7 @@ from ebmppl.numpyro import (
     energy,
     problem_model,
 )
+from ebmppl.numpyro._nuts import build_nuts_move
 
 NAME = "numpyro"
 
@@ -199,6 +200,52 @@ def transition_invariance(
     for k in jax.random.split(k1, num_moves):
         z, u, g, _ = move(jax.random.split(k, num), z, u, g, beta, step_size, jnp.ones(1))
     return np.asarray(z0[:, 0]), np.asarray(z[:, 0])
+
+
+def nuts_transition_invariance(
+    beta: float,
+    num: int,
+    num_moves: int,
+    seed_: int,
+    step_size: float,
+    stale_beta=None,
+    wall=None,
+    max_tree_depth: int = 10,
+):
+    """As :func:`transition_invariance`, with the SMC NUTS move (NumPyro only).
+
+    ``wall``: the path's log_ratio is also -inf for z > wall, so pi_beta is the same Gaussian
+    truncated to z <= wall (exact draws by inversion), and trajectories hit zero density.
+    Returns (before, after, mean leapfrog steps per move).
+    """
+
+    def log_parts(z):
+        lr = -2.0 * jnp.sum((z - 1.5) ** 2)
+        if wall is not None:
+            lr = jnp.where(jnp.all(z <= wall), lr, -jnp.inf)
+        return -0.5 * jnp.sum(z**2), lr
+
+    prec = 1.0 + 4.0 * beta
+    mean = 6.0 * beta / prec
+    k0, k1 = jax.random.split(jax.random.PRNGKey(seed_))
+    upper = jnp.inf if wall is None else (wall - mean) * np.sqrt(prec)
+    std = jax.random.truncated_normal(k0, -jnp.inf, upper, (num, 1))
+    z0 = mean + std / np.sqrt(prec)
+    move = jax.jit(
+        jax.vmap(build_nuts_move(log_parts, max_tree_depth), in_axes=(0, 0, 0, 0, None, None, None))
+    )
+
+    def pot_at(b):
+        return lambda z: -(log_parts(z)[0] + b * log_parts(z)[1])
+
+    start = pot_at(beta if stale_beta is None else stale_beta)
+    u = jax.vmap(start)(z0)
+    g = jax.vmap(jax.grad(start))(z0)
+    z, leap = z0, []
+    for k in jax.random.split(k1, num_moves):
+        z, u, g, _, n = move(jax.random.split(k, num), z, u, g, beta, step_size, jnp.ones(1))
+        leap.append(float(jnp.mean(n)))
+    return np.asarray(z0[:, 0]), np.asarray(z[:, 0]), float(np.mean(leap))
 
 
 # -- NUTS ------------------------------------------------------------------------------

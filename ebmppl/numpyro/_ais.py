@@ -28,7 +28,7 @@ from .._assemble import (
     run_info,
 )
 from .._options import AISOptions
-from .._runs import RunControl, drive
+from .._runs import RunControl, drive, segment_length
 from ..results import AISResult
 from ._model import ModelPotential
 
@@ -184,12 +184,8 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
 
     def mutate(key, z, u, g, beta, alive, step_size, inverse_mass):
         n = z.shape[0]
-        num_alive = jnp.maximum(jnp.sum(alive), 1)
         k_jit, k_moves = jax.random.split(key)
-        jit = jax.random.uniform(
-            k_jit, (n,), z.dtype, 1.0 - opts.step_size_jitter, 1.0 + opts.step_size_jitter
-        )
-        eps = step_size * jit
+        eps = jittered_step_sizes(k_jit, n, z.dtype, step_size, opts)
 
         def one_move(carry, k):
             z, u, g, acc = carry
@@ -201,22 +197,41 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
             (z, u, g, jnp.zeros((n,), z.dtype)),
             jax.random.split(k_moves, opts.num_mcmc_steps),
         )
-        acc = acc / opts.num_mcmc_steps
-        mean_acc = jnp.sum(jnp.where(alive, acc, 0.0)) / num_alive
-        new_step = step_size
-        if opts.adapt_step_size:
-            new_step = step_size * jnp.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
-        new_inv_mass = inverse_mass
-        if opts.adapt_mass:
-            mask = alive[:, None]
-            mean = jnp.sum(jnp.where(mask, z_new, 0.0), 0) / num_alive
-            var = jnp.sum(jnp.where(mask, (z_new - mean) ** 2, 0.0), 0) / num_alive
-            # Stan-style shrinkage towards a small constant keeps the metric well defined.
-            var = (num_alive / (num_alive + 5.0)) * var + 1e-3 * (5.0 / (num_alive + 5.0))
-            new_inv_mass = jnp.where(jnp.all(jnp.isfinite(var)), var, inverse_mass)
+        mean_acc, new_step, new_inv_mass = adapt_kernel(
+            opts, z_new, alive, acc / opts.num_mcmc_steps, step_size, inverse_mass
+        )
         return z_new, mean_acc, new_step, new_inv_mass
 
     return mutate
+
+
+def jittered_step_sizes(key, n: int, dtype, step_size, opts: AISOptions):
+    """Per-particle step sizes (n,): ``step_size`` times U(1 - j, 1 + j)."""
+    j = opts.step_size_jitter
+    return step_size * jax.random.uniform(key, (n,), dtype, 1.0 - j, 1.0 + j)
+
+
+def adapt_kernel(opts: AISOptions, z_new, alive, acceptance, step_size, inverse_mass):
+    """Adapt the kernel after the moves of one temperature (shared by the HMC and NUTS moves).
+
+    ``acceptance`` (N,) per particle; returns ``(mean acceptance over live particles, step
+    size moved by exp(adapt_rate * (mean - target_accept)), diagonal inverse mass = the
+    Stan-shrunk variance of the live particles z_new (N, D))``.
+    """
+    num_alive = jnp.maximum(jnp.sum(alive), 1)
+    mean_acc = jnp.sum(jnp.where(alive, acceptance, 0.0)) / num_alive
+    new_step = step_size
+    if opts.adapt_step_size:
+        new_step = step_size * jnp.exp(opts.adapt_rate * (mean_acc - opts.target_accept))
+    new_inv_mass = inverse_mass
+    if opts.adapt_mass:
+        mask = alive[:, None]
+        mean = jnp.sum(jnp.where(mask, z_new, 0.0), 0) / num_alive
+        var = jnp.sum(jnp.where(mask, (z_new - mean) ** 2, 0.0), 0) / num_alive
+        # Stan-style shrinkage towards a small constant keeps the metric well defined.
+        var = (num_alive / (num_alive + 5.0)) * var + 1e-3 * (5.0 / (num_alive + 5.0))
+        new_inv_mass = jnp.where(jnp.all(jnp.isfinite(var)), var, inverse_mass)
+    return mean_acc, new_step, new_inv_mass
 
 
 def weight_update(log_weights, log_ratio, beta_prev, beta):
@@ -458,14 +473,8 @@ class AIS:
         betas = opts.betas[::-1].copy() if reverse else opts.betas
         num_steps = betas.size - 1
         progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        if control.checkpoint_every is not None:
-            segment = control.checkpoint_every
-        elif control.checkpoint is not None:
-            segment = max(1, -(-num_steps // 10))
-        else:
-            segment = num_steps if not progress else max(1, -(-num_steps // 20))
-        segment = min(segment, num_steps)
-        pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
+        segment = segment_length(control, num_steps, progress)
+        pilot = opts.uses_pilot
         engine = _Engine(self, pot, rng_key, betas, segment, initial)
         direction = "reverse AIS" if reverse else "AIS"
         out = drive(

@@ -15,6 +15,12 @@ pilot, the replicas are independent SMC runs with a fixed schedule and kernels (
 resamples on its own ESS), so their spread gives a valid standard error. The pilot's
 estimate is discarded; it adds ``1 / num_replicas`` to the cost. ``adaptation="online"``:
 each replica adapts its schedule and kernel on its own particles (no pilot; biased).
+
+Moves (``move=``): ``"hmc"`` (default; ``num_leapfrog_steps`` per move) or ``"nuts"``
+(multinomial NUTS from NumPyro's tree builder, see :mod:`ebmppl.numpyro._nuts`, with the same
+adapted step size and diagonal mass; trees capped at ``max_tree_depth``, default 10). NUTS
+trajectory lengths vary per particle: ``info["num_leapfrog_per_replica"]`` records the mean
+leapfrog steps per particle per move at each step, and ``gradient_evaluations`` counts them.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from ._ais import (
     weight_update,
 )
 from ._model import ModelPotential
+from ._nuts import build_nuts_mutation
 
 __all__ = ["SMC", "SMCInfo", "SMCState", "build_smc_step", "next_beta_by_cess"]
 
@@ -68,6 +75,7 @@ class SMCInfo(NamedTuple):
     resampled: jax.Array  # bool
     num_dropped: jax.Array
     active: jax.Array  # False once beta == 1 (padding)
+    num_leapfrog: jax.Array  # leapfrog steps per particle per move (mean over particles)
 
 
 def next_beta_by_cess(log_weights, log_ratio, beta, target_cess, num_bisections=40):
@@ -122,14 +130,22 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot_axis: str | None = None):
     reweight by ``(beta - beta_prev) * log_ratio``, resample if ESS < threshold * N (log
     weights reset to their log-mean-exp, which carries the running log Z), then HMC moves at
     the new beta with the potential and gradient evaluated there (with the state's kernel,
-    then adapted from this replica's particles). ``pilot_axis``: the name of the vmapped
-    replica axis whose last replica is a pilot, whose beta and kernel every replica uses (so
-    no replica's schedule or kernel depends on its own particles).
+    then adapted from this replica's particles; NUTS transitions with ``move="nuts"``).
+    ``pilot_axis``: the name of the vmapped replica axis whose last replica is a pilot, whose
+    beta and kernel every replica uses (so no replica's schedule or kernel depends on its own
+    particles).
     """
     base = opts.base
     potential = jax.vmap(build_potential(log_parts), in_axes=(0, None))
     parts = jax.vmap(log_parts)
-    mutate = build_mutation(log_parts, base)
+    if opts.move == "nuts":
+        mutate = build_nuts_mutation(log_parts, base, opts.max_tree_depth)
+    else:
+        hmc = build_mutation(log_parts, base)
+
+        def mutate(*args):
+            return (*hmc(*args), jnp.asarray(base.num_leapfrog_steps, args[1].dtype))
+
     betas = jnp.asarray(base.betas)
     resample = {"systematic": _systematic, "multinomial": _multinomial}.get(opts.resampling)
 
@@ -161,7 +177,7 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot_axis: str | None = None):
             log_mean = jax.nn.logsumexp(log_w) - jnp.log(n)
             log_w = jnp.where(did_resample, jnp.full_like(log_w, log_mean), log_w)
             alive = jnp.where(did_resample, jnp.ones_like(alive), alive)
-        z_new, mean_acc, step_size, inverse_mass = mutate(
+        z_new, mean_acc, step_size, inverse_mass, num_leapfrog = mutate(
             k_mut, z, u, g, beta, alive, eps, inv_mass
         )
         new = SMCState(z_new, log_w, beta, state.step + 1, step_size, inverse_mass)
@@ -174,6 +190,7 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot_axis: str | None = None):
             resampled=did_resample,
             num_dropped=n - jnp.sum(jnp.isfinite(log_w)),
             active=active,
+            num_leapfrog=num_leapfrog,
         )
         return new, info
 
@@ -200,6 +217,15 @@ class SMC:
             and Z has no adaptation bias (costs ``1 / num_replicas`` more, counted in
             ``gradient_evaluations``; with one replica it doubles the cost). ``"online"``:
             each replica adapts on the particles it moves (cheaper; log Z biased low, O(1/N)).
+        move: ``"hmc"`` (default) or ``"nuts"``: the MCMC move at each temperature
+            (``num_mcmc_steps`` of them). NUTS takes the HMC move's adapted step size and
+            diagonal mass, chooses each trajectory's length itself (so ``num_leapfrog_steps``
+            cannot be given) and reports its mean acceptance statistic for the adaptation.
+            ``info["mean_num_leapfrog"]``: leapfrog steps per particle per move, counted in
+            ``gradient_evaluations``; under ``vmap`` a move's wall time follows the longest
+            trajectory among all particles.
+        max_tree_depth: NUTS only: at most ``2 ** max_tree_depth - 1`` leapfrog steps per
+            transition (default 10, at most 20).
         **options: the AIS options (num_particles, num_leapfrog_steps, num_mcmc_steps,
             step_size, target_accept, adapt_step_size, adapt_mass, step_size_jitter, progress).
     """
@@ -211,15 +237,11 @@ class SMC:
         self.reference = reference
         self.options = SMCOptions.create(**options)
 
-    def _uses_pilot(self) -> bool:
-        base = self.options.base
-        return base.adaptation == "pilot" and (base.adapt_step_size or base.adapt_mass)
-
     def _compiled(self, pot: ModelPotential, chunk: int):
         key = ("smc", id(self.model), id(self.reference), options_key(self.options), chunk)
 
         def build():
-            axis = "replicas" if self._uses_pilot() else None
+            axis = "replicas" if self.options.base.uses_pilot else None
             step = jax.vmap(build_smc_step(pot.log_parts, self.options, axis), axis_name=axis)
 
             @jax.jit
@@ -276,7 +298,7 @@ class SMC:
         pot = ModelPotential(
             self.model, model_args, model_kwargs, reference=self.reference, rng_key=key_init
         )
-        n, pilot = base.num_particles, self._uses_pilot()
+        n, pilot = base.num_particles, self.options.base.uses_pilot
         r = opts.num_replicas + pilot  # the pilot, if any, is the last replica
         total = opts.max_steps if opts.adaptive else base.betas.size - 1
         progress = base.progress if base.progress is not None else sys.stderr.isatty()
@@ -324,16 +346,19 @@ class SMC:
         r, n = opts.num_replicas, opts.base.num_particles
         fields = ("beta", "acceptance_rate", "step_size", "ess", "resampled", "active")
         steps = {k: np.asarray(getattr(info, k)) for k in fields}
-        pilot_active = steps["active"][r:]  # (1, T) with a pilot, else (0, T)
+        # Gradient evaluations per particle at each step: the potential at the new beta, then
+        # num_mcmc_steps moves of num_leapfrog leapfrogs each (a per-particle mean for NUTS).
+        leap = np.asarray(info.num_leapfrog, np.float64)
+        per_step = np.where(steps["active"], 1 + opts.base.num_mcmc_steps * leap, 0.0)
+        leap = np.where(steps["active"][:r], leap[:r], np.nan)
         steps = {k: v[:r] for k, v in steps.items()}  # drop the pilot
         flat = np.asarray(state.position)[:r].reshape(r * n, -1)
         particles = {
             k: np.asarray(v).reshape((r * n, *np.shape(v)[1:])) for k, v in post(flat).items()
         }
         # The pilot's evaluations per particle of the R replicas (counted in the total, as AIS).
-        base = opts.base
-        per_step = 1 + base.num_mcmc_steps * base.num_leapfrog_steps
-        pilot_evals = float(np.sum(pilot_active)) * per_step / r
+        replica_evals = float(np.mean(np.sum(per_step[:r], 1)))
+        pilot_evals = float(np.sum(per_step[r:])) / r
         res = smc_result(
             opts,
             pot,
@@ -342,10 +367,12 @@ class SMC:
             particles,
             backend="numpyro",
             start=start,
-            extra_info={"pilot_gradient_evaluations": round(pilot_evals)},
+            extra_info={
+                "pilot_gradient_evaluations": round(pilot_evals),
+                "mean_num_leapfrog": float(np.nanmean(leap)),
+                "num_leapfrog_per_replica": leap,
+            },
             stacklevel=7,  # smc_result < ... < run_replica_batches < run < user
         )
-        if not pilot_evals:
-            return res
-        evals = round(res.gradient_evaluations + pilot_evals)
+        evals = round(replica_evals + pilot_evals)
         return dataclasses.replace(res, gradient_evaluations=evals)

@@ -32,7 +32,7 @@ from .._assemble import (
     run_info,
 )
 from .._options import AISOptions
-from .._runs import RunControl, drive
+from .._runs import RunControl, drive, segment_length
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
@@ -426,14 +426,8 @@ class AIS:
         betas = opts.betas[::-1].copy() if reverse else opts.betas
         num_steps = betas.size - 1
         progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        if control.checkpoint_every is not None:
-            segment = control.checkpoint_every
-        elif control.checkpoint is not None:
-            segment = max(1, -(-num_steps // 10))
-        else:
-            segment = num_steps if not progress else max(1, -(-num_steps // 20))
-        segment = min(segment, num_steps)
-        pilot = opts.adaptation == "pilot" and (opts.adapt_step_size or opts.adapt_mass)
+        segment = segment_length(control, num_steps, progress)
+        pilot = opts.uses_pilot
         direction = "reverse AIS" if reverse else "AIS"
         engine = _Engine(self, pot, betas, generator, initial)
         with pyro.validation_enabled(False), torch.no_grad():

@@ -247,6 +247,8 @@ class SMC:
             ``gradient_evaluations``; with one replica it doubles the cost). ``"online"``:
             each replica adapts on the particles it moves (cheaper; log Z biased low, O(1/N)).
         vectorize: ``"auto"`` (default), ``"plate"`` or ``"vmap"``; see :class:`ModelPotential`.
+        move: ``"hmc"`` only (``"nuts"`` needs NumPyro's vectorised tree builder: use
+            :class:`ebmppl.numpyro.SMC`).
         **options: the AIS options (num_particles, num_leapfrog_steps, num_mcmc_steps,
             step_size, target_accept, adapt_step_size, adapt_mass, step_size_jitter, progress).
     """
@@ -260,6 +262,11 @@ class SMC:
         self.reference = reference
         self.vectorize = vectorize
         self.options = SMCOptions.create(**options)
+        if self.options.move != "hmc":
+            raise NotImplementedError(
+                "NUTS moves need a vectorised tree builder; Pyro's NUTS is not batched over "
+                "particles; use move='hmc' or the NumPyro backend (ebmppl.numpyro.SMC)"
+            )
 
     def run(
         self,
@@ -306,7 +313,7 @@ class SMC:
                 vectorize=self.vectorize,
             )
         n = base.num_particles
-        pilot = base.adaptation == "pilot" and (base.adapt_step_size or base.adapt_mass)
+        pilot = base.uses_pilot
         r = opts.num_replicas + pilot  # the pilot, if any, is the last replica
         total = opts.max_steps if opts.adaptive else base.betas.size - 1
         progress = base.progress if base.progress is not None else sys.stderr.isatty()
