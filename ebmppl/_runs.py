@@ -336,14 +336,27 @@ def drive(
                 f"resuming from checkpoint {path}: {phase} phase, batch {batch}, step {t}\n"
             )
 
-    def save(at_path: str, state_now, t_now: int, infos_now, rng_now) -> None:
-        arrays = _prefixed(rng_now, "rng/")
-        if state_now is not None and t_now > 0:
-            arrays.update(_prefixed(engine.state_arrays(state_now), "state/"))
-            arrays.update(_prefixed(_concat_infos(infos_now), "info/"))
-        if pilot_info is not None:
-            arrays.update(_prefixed(pilot_info, "pilot/"))
-        for b, done in enumerate(batches):
+    def snap(state_now, t_now: int) -> dict:
+        """Everything a checkpoint needs, as of now (a consistent point of the run)."""
+        return {
+            "phase": phase,
+            "batch": batch,
+            "state": state_now,
+            "t": t_now,
+            "infos": list(infos) if state_now is not None else [],
+            "rng": engine.rng_arrays(),
+            "pilot_info": pilot_info,
+            "batches": list(batches),
+        }
+
+    def save(at_path: str, sn: dict) -> None:
+        arrays = _prefixed(sn["rng"], "rng/")
+        if sn["state"] is not None and sn["t"] > 0:
+            arrays.update(_prefixed(engine.state_arrays(sn["state"]), "state/"))
+            arrays.update(_prefixed(_concat_infos(sn["infos"]), "info/"))
+        if sn["pilot_info"] is not None:
+            arrays.update(_prefixed(sn["pilot_info"], "pilot/"))
+        for b, done in enumerate(sn["batches"]):
             arrays[f"batch{b}/log_weights"] = done.log_weights
             arrays[f"batch{b}/positions"] = done.positions
             arrays[f"batch{b}/wall_time"] = np.asarray(done.wall_time)
@@ -351,11 +364,11 @@ def drive(
         meta = {
             "version": CHECKPOINT_VERSION,
             "fingerprint": fp,
-            "phase": phase,
-            "batch": batch,
-            "t": t_now,
-            "has_pilot": pilot_info is not None,
-            "num_batches": len(batches),
+            "phase": sn["phase"],
+            "batch": sn["batch"],
+            "t": sn["t"] if sn["state"] is not None else 0,
+            "has_pilot": sn["pilot_info"] is not None,
+            "num_batches": len(sn["batches"]),
             "elapsed": elapsed_before + time.perf_counter() - start,
         }
         _save_checkpoint(at_path, meta, arrays)
@@ -364,9 +377,10 @@ def drive(
     if path is not None and every is None:
         every = max(1, -(-num_steps // 10))
     stopped_by = "num_particles"
-    # The last consistent point (state after a whole segment, the random state the next
-    # segment will use): what Ctrl-C saves.
-    snapshot = (state, t, list(infos), engine.rng_arrays())
+    # The last consistent point (after a whole segment or phase, with the random state the
+    # next segment will use): what Ctrl-C saves. Replaced, never mutated, so an interrupt
+    # between two statements below cannot leave it half-updated.
+    snapshot = snap(state, t)
     try:
         while True:
             if state is None:
@@ -378,7 +392,6 @@ def drive(
                         stopped_by = reason
                         break
                 state, t, infos = engine.initial(phase, batch), 0, []
-                snapshot = (state, 0, [], engine.rng_arrays())
             what = "pilot" if phase == "pilot" else f"batch {batch}"
             where = f"{what} run" if (phase == "pilot" or control.batched) else "run"
             report = None
@@ -392,12 +405,12 @@ def drive(
                 state, info = engine.advance(state, phase, batch, t, t1, fixed)
                 infos.append(info)
                 t = t1
-                snapshot = (state, t, list(infos), engine.rng_arrays())
+                snapshot = snap(state, t)
                 _check_dropped(engine, state, info, betas, t, n, describe_site, where)
                 if report is not None:
                     report(t, SimpleNamespace(**info))
                 if path is not None and (t % every == 0 or t == num_steps):
-                    save(path, state, t, infos, snapshot[3])
+                    save(path, snapshot)
                 if _segment_hook is not None:
                     _segment_hook(phase, batch, t)
             info_all = _concat_infos(infos)
@@ -414,21 +427,22 @@ def drive(
                         label, batches, control, elapsed_before + time.perf_counter() - start
                     )
             state, t, infos = None, 0, []
-            snapshot = (None, 0, [], engine.rng_arrays())
+            snapshot = snap(None, 0)
             if path is not None:
-                save(path, None, 0, [], snapshot[3])
+                save(path, snapshot)
     except KeyboardInterrupt as err:
         if isinstance(err, RunInterrupted):
             raise
-        state_s, t_s, infos_s, rng_s = snapshot
+        sn = snapshot
         if path is None:
             fd, path = tempfile.mkstemp(prefix="ebmppl-interrupted-", suffix=".npz")
             os.close(fd)
-        save(path, state_s, t_s, infos_s, rng_s)
+        save(path, sn)
+        where = f" (batch {sn['batch']})" if sn["phase"] == "main" else ""
         raise RunInterrupted(
-            f"interrupted at step {t_s}/{num_steps} of the {phase} phase"
-            f"{f' (batch {batch})' if phase == 'main' else ''}; the run was saved to {path!r}. "
-            f"Call run(...) again with the same arguments and checkpoint={path!r} to resume",
+            f"interrupted at step {sn['t']}/{num_steps} of the {sn['phase']} phase{where}; the "
+            f"run was saved to {path!r}. Call run(...) again with the same arguments and "
+            f"checkpoint={path!r} to resume",
             path,
         ) from None
     return DriveOutput(batches, pilot_info, stopped_by, resumed_from)

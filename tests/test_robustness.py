@@ -196,21 +196,23 @@ def _interrupt_at(phase, step):
     return hook
 
 
-@pytest.mark.parametrize("phase", ["pilot", "main"])
-def test_checkpoint_resume_equals_uninterrupted_run(backend, tmp_path, monkeypatch, phase):
+@pytest.mark.parametrize(
+    ("phase", "step"), [("pilot", 20), ("main", 20), ("pilot", 30), ("main", 30)]
+)
+def test_checkpoint_resume_equals_uninterrupted_run(backend, tmp_path, monkeypatch, phase, step):
     model = backend.problem_model(problems.gaussian(2))
     opts = {"num_particles": 64, "num_steps": 30}
     ref = backend.run_ais_control(model, 5, {}, **opts)
     path = str(tmp_path / "run.npz")
     kw = {"checkpoint": path, "checkpoint_every": 10}
-    monkeypatch.setattr(runs, "_segment_hook", _interrupt_at(phase, 20))
+    monkeypatch.setattr(runs, "_segment_hook", _interrupt_at(phase, step))  # 30: phase end
     with pytest.raises(RunInterrupted, match="resume") as err:
         backend.run_ais_control(model, 5, kw, **opts)
     assert err.value.checkpoint == path and os.path.exists(path)
     monkeypatch.setattr(runs, "_segment_hook", None)
     # the resumed call may even use another seed: the random state comes from the checkpoint
     res = backend.run_ais_control(model, 5, kw, **opts)
-    assert res.info["resumed_from_step"] == 20
+    assert res.info["resumed_from_step"] == step
     np.testing.assert_array_equal(res.log_weights, ref.log_weights)
     np.testing.assert_array_equal(res.particles["x"], ref.particles["x"])
     # a finished checkpoint gives the same result again without recomputing
