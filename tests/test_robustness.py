@@ -315,3 +315,9 @@ def test_most_particles_lost_mid_run_fails_end_to_end_pyro():
     pyro.set_rng_seed(0)
     with pytest.raises(RuntimeError, match=r"of 200 particles.*beta=.*energy site 'E_flaky'"):
         AIS(model, num_particles=200, num_steps=40, adaptation="online", progress=False).run()
+
+
+def test_smc_with_energies_of_order_1e4(backend):
+    prob = problems.shifted(problems.gaussian(2), 1.0e4)
+    res = backend.run_smc(backend.problem_model(prob), 0, num_particles=200, num_replicas=8)
+    assert abs(res.log_z - prob.log_z) < K * res.log_z_se + FLOOR, (res.log_z, prob.log_z)

@@ -46,7 +46,7 @@ from ._ais import (
     build_potential,
     kish_ess,
     options_key,
-    weight_update,
+    shifted_weight_update,
 )
 from ._model import ModelPotential
 from ._nuts import build_nuts_mutation
@@ -58,7 +58,9 @@ class SMCState(NamedTuple):
     """What the next tempering step needs (one replica)."""
 
     position: jax.Array  # (N, D)
-    log_weights: jax.Array  # (N,) unnormalised; their log-mean-exp is the running log Z
+    # (N,) unnormalised, minus the per-step SMCInfo.weight_shift (added back in float64 on the
+    # host, as in AIS); their log-mean-exp plus the shifts is the running log Z
+    log_weights: jax.Array
     beta: jax.Array  # () current inverse temperature
     step: jax.Array  # () int32, steps taken
     step_size: jax.Array  # ()
@@ -76,6 +78,7 @@ class SMCInfo(NamedTuple):
     num_dropped: jax.Array
     active: jax.Array  # False once beta == 1 (padding)
     num_leapfrog: jax.Array  # leapfrog steps per particle per move (mean over particles)
+    weight_shift: jax.Array  # () taken out of every log weight at this step
 
 
 def next_beta_by_cess(log_weights, log_ratio, beta, target_cess, num_bisections=40):
@@ -166,7 +169,7 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot_axis: str | None = None):
         if pilot_axis is not None:
             beta, eps, inv_mass = (lax.all_gather(a, pilot_axis)[-1] for a in (beta, eps, inv_mass))
         u, g, _, lr = potential(z, beta)
-        log_w = weight_update(state.log_weights, lr, state.beta, beta)
+        log_w, shift = shifted_weight_update(state.log_weights, lr, state.beta, beta)
         ess = kish_ess(log_w)
         alive = jnp.isfinite(log_w)
         did_resample = jnp.asarray(False)
@@ -191,6 +194,7 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot_axis: str | None = None):
             num_dropped=n - jnp.sum(jnp.isfinite(log_w)),
             active=active,
             num_leapfrog=num_leapfrog,
+            weight_shift=jnp.where(active, shift, 0.0),
         )
         return new, info
 
@@ -362,7 +366,8 @@ class SMC:
         res = smc_result(
             opts,
             pot,
-            np.asarray(state.log_weights, dtype=np.float64)[:r],
+            np.asarray(state.log_weights, dtype=np.float64)[:r]
+            + np.sum(np.asarray(info.weight_shift, np.float64)[:r], axis=1, keepdims=True),
             steps,
             particles,
             backend="numpyro",
