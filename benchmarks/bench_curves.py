@@ -38,9 +38,8 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from bench_peers import _nested_fns
+from bench_peers import _nested_fns, blackjax_runner
 
 from ebmppl import diagnostics, problems
 from ebmppl.numpyro import AIS, SMC, ReplicaExchange, problem_model
@@ -162,51 +161,9 @@ def make_re(prob, cfg):
 
 
 def make_blackjax(prob, cfg):
-    """``bench_peers.blackjax_smc`` with the particles and MCMC steps as budget knobs."""
-    import blackjax
-    from blackjax.smc import extend_params
-    from blackjax.smc.resampling import systematic
-
-    d = max(prob.dim, 1)
-    scale = prob.prior_params[0]
-
-    def logprior(x):
-        return jnp.sum(jax.scipy.stats.norm.logpdf(x, scale=scale))
-
-    def loglik(x):
-        return -prob.energy(x)
-
+    """``bench_peers.blackjax_runner`` with the particles and MCMC steps as budget knobs."""
     n, steps, leap = cfg["particles"], cfg["mcmc_steps"], 3
-    algo = blackjax.adaptive_tempered_smc(
-        logprior,
-        loglik,
-        blackjax.hmc.build_kernel(),
-        blackjax.hmc.init,
-        extend_params(
-            {"step_size": 0.2, "inverse_mass_matrix": jnp.ones(d), "num_integration_steps": leap}
-        ),
-        systematic,
-        0.5,
-        num_mcmc_steps=steps,
-    )
-
-    def single(key):
-        k0, k1 = jax.random.split(key)
-        state = algo.init(scale * jax.random.normal(k0, (n, d)))
-
-        def cond(c):
-            return c[1].tempering_param < 1
-
-        def body(c):
-            i, s, k, lz = c
-            k, sub = jax.random.split(k)
-            s, info = algo.step(sub, s)
-            return i + 1, s, k, lz + info.log_likelihood_increment
-
-        i, _, _, lz = jax.lax.while_loop(cond, body, (0, state, k1, 0.0))
-        return lz, i
-
-    run = jax.jit(jax.vmap(single))
+    run = blackjax_runner(prob, n, steps, leap)
 
     def one(seed):
         keys = jax.random.split(jax.random.PRNGKey(seed), BJ_REPLICAS)
