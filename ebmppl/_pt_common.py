@@ -14,10 +14,47 @@ from scipy.special import logsumexp
 
 __all__ = [
     "ReplicaExchangeResult",
+    "check_options",
     "ladder_from_rejections",
     "log_z_estimates",
     "ti_discretization_error",
 ]
+
+
+def check_options(
+    obj,
+    *,
+    num_temperatures,
+    num_chains,
+    num_warmup,
+    num_samples,
+    num_rounds,
+    num_leapfrog_steps,
+    target_accept,
+    progress,
+) -> None:
+    """Validate the replica-exchange options (both backends) and set them on ``obj``."""
+    from ._options import is_number
+    from .schedules import check_positive_int
+
+    obj.num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
+    if obj.num_temperatures < 2:
+        raise ValueError(
+            f"num_temperatures must be at least 2 (beta = 0 and beta = 1), got {num_temperatures!r}"
+        )
+    obj.num_chains = check_positive_int(num_chains, "num_chains")
+    obj.num_warmup = check_positive_int(num_warmup, "num_warmup")
+    obj.num_samples = check_positive_int(num_samples, "num_samples")
+    obj.num_rounds = check_positive_int(num_rounds, "num_rounds")
+    obj.num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
+    if not is_number(target_accept):
+        raise TypeError(f"target_accept must be a float in (0, 1), got {target_accept!r}")
+    if not 0.0 < target_accept < 1.0:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+    obj.target_accept = float(target_accept)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    obj.progress = progress
 
 
 def ladder_from_rejections(betas: np.ndarray, rejection: np.ndarray) -> np.ndarray:

@@ -21,8 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._pt_common import ReplicaExchangeResult, ladder_from_rejections, log_z_estimates
-from ..schedules import check_positive_int
+from .._pt_common import (
+    ReplicaExchangeResult,
+    check_options,
+    ladder_from_rejections,
+    log_z_estimates,
+)
 from ._ais import COMPILED, build_hmc_move, build_potential
 from ._model import ModelPotential
 
@@ -63,20 +67,21 @@ class ReplicaExchange:
         reference=None,
         progress: bool | None = None,
     ):
+        if not callable(model):
+            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
         self.model = model
         self.reference = reference
-        self.num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
-        if self.num_temperatures < 2:
-            raise ValueError("num_temperatures must be at least 2 (beta = 0 and beta = 1)")
-        self.num_chains = check_positive_int(num_chains, "num_chains")
-        self.num_warmup = check_positive_int(num_warmup, "num_warmup")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
-        self.num_rounds = check_positive_int(num_rounds, "num_rounds")
-        self.num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
-        if not 0.0 < target_accept < 1.0:
-            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-        self.target_accept = float(target_accept)
-        self.progress = progress
+        check_options(
+            self,
+            num_temperatures=num_temperatures,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_rounds=num_rounds,
+            num_leapfrog_steps=num_leapfrog_steps,
+            target_accept=target_accept,
+            progress=progress,
+        )
 
     def _build(self, pot: ModelPotential):
         potential = build_potential(pot.log_parts)

@@ -14,7 +14,6 @@ stone (Xie et al. 2011) and thermodynamic integration (corrected trapezoid on th
 
 from __future__ import annotations
 
-import numbers
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +23,12 @@ import numpy as np
 import pyro
 import torch
 
-from .._pt_common import ReplicaExchangeResult, ladder_from_rejections, log_z_estimates
-from ..schedules import check_positive_int
+from .._pt_common import (
+    ReplicaExchangeResult,
+    check_options,
+    ladder_from_rejections,
+    log_z_estimates,
+)
 from ._ais import _check_initial_energies, build_hmc_move, build_potential
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
@@ -157,23 +160,17 @@ class ReplicaExchange:
         self.model = model
         self.reference = reference
         self.vectorize = vectorize
-        self.num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
-        if self.num_temperatures < 2:
-            raise ValueError(
-                "num_temperatures must be at least 2 (beta = 0 and beta = 1), "
-                f"got {num_temperatures!r}"
-            )
-        self.num_chains = check_positive_int(num_chains, "num_chains")
-        self.num_warmup = check_positive_int(num_warmup, "num_warmup")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
-        self.num_rounds = check_positive_int(num_rounds, "num_rounds")
-        self.num_leapfrog_steps = check_positive_int(num_leapfrog_steps, "num_leapfrog_steps")
-        if isinstance(target_accept, bool) or not isinstance(target_accept, numbers.Real):
-            raise TypeError(f"target_accept must be a float in (0, 1), got {target_accept!r}")
-        if not 0.0 < target_accept < 1.0:
-            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-        self.target_accept = float(target_accept)
-        self.progress = progress
+        check_options(
+            self,
+            num_temperatures=num_temperatures,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_rounds=num_rounds,
+            num_leapfrog_steps=num_leapfrog_steps,
+            target_accept=target_accept,
+            progress=progress,
+        )
 
     def run(
         self, *model_args, generator: torch.Generator | None = None, **model_kwargs
