@@ -8,16 +8,17 @@ computed by the same code whichever backend produced it.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import diagnostics
 from ._options import SMCOptions
-from ._runs import DriveOutput, RunControl, dropped_summary
+from ._runs import DriveOutput, RunControl, drive, dropped_summary, segment_length
 from .results import AISResult, BDMCResult
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "check_not_all_dropped",
     "combine_smc_results",
     "describe_sites",
+    "run_ais",
     "run_identity",
     "run_info",
     "run_replica_batches",
@@ -362,5 +364,63 @@ def run_replica_batches(run_batch, control: RunControl) -> AISResult:
             "num_batches": len(results),
             "target_se": control.target_se,
             "max_time": control.max_time,
+        },
+    )
+
+
+def run_ais(
+    *,
+    make_engine: Callable[[np.ndarray, int], Any],
+    opts,
+    pot,
+    model,
+    control: RunControl,
+    reverse: bool,
+    backend: str,
+    start: float,
+    extra_info: Mapping[str, Any],
+) -> AISResult:
+    """The AIS run of either backend: schedule, segments, :func:`drive`, checks, result.
+
+    ``make_engine(betas, segment)`` builds the backend's :class:`~ebmppl._runs.Engine`.
+    """
+    betas = opts.betas[::-1].copy() if reverse else opts.betas
+    num_steps = betas.size - 1
+    progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
+    segment = segment_length(control, num_steps, progress)
+    engine = make_engine(betas, segment)
+    direction = "reverse AIS" if reverse else "AIS"
+    out = drive(
+        engine,
+        num_steps=num_steps,
+        betas=betas,
+        pilot=opts.uses_pilot,
+        control=control,
+        segment=segment,
+        label=f"{direction} ({backend})" if progress else None,
+        run_id=run_identity(backend, model, opts, pot, betas, reverse),
+        describe_site=lambda sites: describe_sites(pot, sites),
+    )
+    log_w = out.log_weights
+    info = out.combined_info()
+    check_not_all_dropped(pot, log_w, info.num_dropped, betas)
+    positions = out.positions
+    dropped_sites = engine.dropped_sites(positions[log_w == -np.inf])
+    return ais_result(
+        opts,
+        pot,
+        log_w,
+        betas,
+        engine.particles(positions),
+        info,
+        backend=backend,
+        reverse=reverse,
+        pilot=opts.uses_pilot,
+        start=start,
+        num_batches=len(out.batches),
+        extra_info={
+            **extra_info,
+            **run_info(out, control, betas, info),
+            "dropped_sites": tuple(dropped_sites),
         },
     )

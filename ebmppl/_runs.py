@@ -172,6 +172,9 @@ class Engine(Protocol):
     def finish(self, state: Any, info: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(log_weights float64 (N,), unconstrained positions (N, D))`` of a batch."""
 
+    def particles(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Constrained particles per site from unconstrained positions (M, D)."""
+
     def dropped_sites(self, positions: np.ndarray) -> list[str]:
         """Names of the sites that are non-finite at the given positions (M, D)."""
 

@@ -8,7 +8,6 @@ whole population) and the :class:`AIS` driver.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -20,15 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._assemble import (
-    ais_result,
-    check_not_all_dropped,
-    describe_sites,
-    run_identity,
-    run_info,
-)
+from .._assemble import run_ais
 from .._options import AISOptions
-from .._runs import RunControl, drive, segment_length
+from .._runs import RunControl
 from ..results import AISResult
 from ._model import ModelPotential
 
@@ -469,47 +462,16 @@ class AIS:
         pot = ModelPotential(
             self.model, model_args, model_kwargs, reference=self.reference, rng_key=key_init
         )
-        reverse = initial is not None
-        betas = opts.betas[::-1].copy() if reverse else opts.betas
-        num_steps = betas.size - 1
-        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        segment = segment_length(control, num_steps, progress)
-        pilot = opts.uses_pilot
-        engine = _Engine(self, pot, rng_key, betas, segment, initial)
-        direction = "reverse AIS" if reverse else "AIS"
-        out = drive(
-            engine,
-            num_steps=num_steps,
-            betas=betas,
-            pilot=pilot,
+        return run_ais(
+            make_engine=lambda betas, segment: _Engine(self, pot, rng_key, betas, segment, initial),
+            opts=opts,
+            pot=pot,
+            model=self.model,
             control=control,
-            segment=segment,
-            label=f"{direction} (numpyro)" if progress else None,
-            run_id=run_identity("numpyro", self.model, opts, pot, betas, reverse),
-            describe_site=lambda sites: describe_sites(pot, sites),
-        )
-        log_w = out.log_weights
-        info = out.combined_info()
-        check_not_all_dropped(pot, log_w, info.num_dropped, betas)
-        dropped = log_w == -np.inf
-        particles = {k: np.asarray(v) for k, v in engine.post(jnp.asarray(out.positions)).items()}
-        return ais_result(
-            opts,
-            pot,
-            log_w,
-            betas,
-            particles,
-            info,
+            reverse=initial is not None,
             backend="numpyro",
-            reverse=reverse,
-            pilot=pilot,
             start=start,
-            num_batches=len(out.batches),
-            extra_info={
-                "devices": len(jax.devices()) if self.shard else 1,
-                **run_info(out, control, betas, info),
-                "dropped_sites": tuple(engine.dropped_sites(out.positions[dropped])),
-            },
+            extra_info={"devices": len(jax.devices()) if self.shard else 1},
         )
 
 
@@ -556,7 +518,7 @@ class _Engine:
         if self.ais.shard:
             z0 = _shard_particles(z0)
         if not self._checked:  # warn once per run, not once per batch
-            _check_initial_energies(pot, self.energies, self.parts, z0, stacklevel=7)
+            _check_initial_energies(pot, self.energies, self.parts, z0, stacklevel=8)
             self._checked = True
         dtype = z0.dtype
         inv_mass = jnp.ones((z0.shape[1],), dtype)
@@ -617,6 +579,9 @@ class _Engine:
         shift = np.sum(np.asarray(info["weight_shift"], dtype=np.float64))
         log_w = np.asarray(state.log_weights, dtype=np.float64) + shift
         return log_w, np.asarray(state.position)
+
+    def particles(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.post(jnp.asarray(positions)).items()}
 
     def dropped_sites(self, positions: np.ndarray) -> list[str]:
         if positions.shape[0] == 0:

@@ -14,7 +14,6 @@ The building blocks also accept extra leading batch axes (``z`` of shape ``(*B, 
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -24,15 +23,9 @@ import numpy as np
 import pyro
 import torch
 
-from .._assemble import (
-    ais_result,
-    check_not_all_dropped,
-    describe_sites,
-    run_identity,
-    run_info,
-)
+from .._assemble import run_ais
 from .._options import AISOptions
-from .._runs import RunControl, drive, segment_length
+from .._runs import RunControl
 from ..results import AISResult
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
@@ -422,53 +415,23 @@ class AIS:
                 reference=self.reference,
                 vectorize=self.vectorize,
             )
-        reverse = initial is not None
-        betas = opts.betas[::-1].copy() if reverse else opts.betas
-        num_steps = betas.size - 1
-        progress = opts.progress if opts.progress is not None else sys.stderr.isatty()
-        segment = segment_length(control, num_steps, progress)
-        pilot = opts.uses_pilot
-        direction = "reverse AIS" if reverse else "AIS"
-        engine = _Engine(self, pot, betas, generator, initial)
         with pyro.validation_enabled(False), torch.no_grad():
-            out = drive(
-                engine,
-                num_steps=num_steps,
-                betas=betas,
-                pilot=pilot,
+            return run_ais(
+                make_engine=lambda betas, _segment: _Engine(self, pot, betas, generator, initial),
+                opts=opts,
+                pot=pot,
+                model=self.model,
                 control=control,
-                segment=segment,
-                label=f"{direction} (pyro)" if progress else None,
-                run_id=run_identity("pyro", self.model, opts, pot, betas, reverse),
-                describe_site=lambda sites: describe_sites(pot, sites),
+                reverse=initial is not None,
+                backend="pyro",
+                start=start,
+                extra_info={
+                    "devices": 1,
+                    "device": str(pot.device),
+                    "dtype": str(pot.dtype).replace("torch.", ""),
+                    "vectorize": pot.vectorize,
+                },
             )
-            log_w = out.log_weights
-            info = out.combined_info()
-            check_not_all_dropped(pot, log_w, info.num_dropped, betas)
-            positions = torch.as_tensor(out.positions, device=pot.device)
-            dropped_sites = engine.dropped_sites(out.positions[log_w == -np.inf])
-            particles = {k: v.detach().cpu().numpy() for k, v in pot.postprocess(positions).items()}
-        return ais_result(
-            opts,
-            pot,
-            log_w,
-            betas,
-            particles,
-            info,
-            backend="pyro",
-            reverse=reverse,
-            pilot=pilot,
-            start=start,
-            num_batches=len(out.batches),
-            extra_info={
-                "devices": 1,
-                "device": str(pot.device),
-                "dtype": str(pot.dtype).replace("torch.", ""),
-                "vectorize": pot.vectorize,
-                **run_info(out, control, betas, info),
-                "dropped_sites": tuple(dropped_sites),
-            },
-        )
 
 
 class _Engine:
@@ -500,7 +463,7 @@ class _Engine:
         else:
             z0 = pot.sample_base(opts.num_particles, gen)
         if not self._checked:  # warn once per run, not once per batch
-            _check_initial_energies(pot, z0, stacklevel=7)
+            _check_initial_energies(pot, z0, stacklevel=8)
             self._checked = True
         dtype, device = z0.dtype, z0.device
         inv_mass = torch.ones((pot.dim,), dtype=dtype, device=device)
@@ -556,6 +519,10 @@ class _Engine:
     def finish(self, state: AISState, info) -> tuple[np.ndarray, np.ndarray]:
         log_w = state.log_weights.detach().cpu().numpy().astype(np.float64)
         return log_w, state.position.detach().cpu().numpy()
+
+    def particles(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        z = torch.as_tensor(positions, device=self.pot.device)
+        return {k: v.detach().cpu().numpy() for k, v in self.pot.postprocess(z).items()}
 
     def dropped_sites(self, positions: np.ndarray) -> list[str]:
         if positions.shape[0] == 0:
