@@ -29,7 +29,7 @@ from .._pt_common import (
     ladder_from_rejections,
     log_z_estimates,
 )
-from ._ais import _check_initial_energies, build_hmc_move, build_potential
+from ._ais import StepBuffers, _check_initial_energies, build_hmc_move, build_potential
 from ._model import VECTORIZE, ModelPotential, rng_scope
 
 __all__ = [
@@ -255,12 +255,12 @@ class ReplicaExchange:
 
         def scan(state, betas, length, adapt):
             beta_t = torch.as_tensor(betas, dtype=dtype, device=device)
-            stats = []
-            for _ in range(length):
+            record = StepBuffers(length)
+            for i in range(length):
                 state, st = iteration(state, beta_t, adapt, generator)
-                stats.append(st)
+                record.put(i, st)
             # one host transfer per phase: arrays with a leading (length,) axis
-            stacked = PTStats(*(torch.stack(v) for v in zip(*stats)))
+            stacked = PTStats(*record.stacked())
             host = PTStats(*(v.cpu().numpy() for v in stacked[:4]), stacked.top)
             return state, host
 

@@ -36,6 +36,7 @@ from .._options import SMCOptions, progress_printer
 from .._runs import RunControl
 from ..results import AISResult
 from ._ais import (
+    StepBuffers,
     _check_initial_energies,
     build_mutation,
     forward_parts,
@@ -341,10 +342,12 @@ class SMC:
             step = build_smc_step(pot.log_parts, opts, pilot)
             check_every = 1 if device.type == "cpu" else 10
             report_every = 25 if opts.adaptive else max(1, -(-total // 20))
-            infos: list[SMCInfo] = []
+            record = StepBuffers(total)
+            done = 0
             for t in range(total):
                 state, info = step(state, generator)
-                infos.append(info)
+                record.put(t, info)
+                done = t + 1
                 if (t + 1) % check_every and t + 1 < total:
                     continue
                 finished = bool((state.beta[: opts.num_replicas] >= 1.0).all())
@@ -353,9 +356,9 @@ class SMC:
                     report(total if finished else t + 1, last)
                 if finished:
                     break
-            steps = {
-                name: torch.stack(vals, dim=1).cpu().numpy()
-                for name, vals in zip(SMCInfo._fields, zip(*infos, strict=True), strict=True)
+            steps = {  # (R, steps, ...) arrays
+                name: v.movedim(0, 1).cpu().numpy()
+                for name, v in zip(SMCInfo._fields, record.stacked(done), strict=True)
             }
             r = opts.num_replicas  # drop the pilot
             pilot_steps = int(steps["active"][r:].sum())
