@@ -15,7 +15,7 @@ from numpyro.handlers import seed, trace
 from numpyro.infer.util import log_density
 
 from ebmppl import problems
-from ebmppl.numpyro import AIS, energy, is_energy_site, problem_model, tempered
+from ebmppl.numpyro import AIS, SMC, energy, is_energy_site, problem_model, tempered
 
 
 def model_with_everything(y):
@@ -158,6 +158,26 @@ def test_sharded_particles_over_two_devices_agree():
     assert abs(sharded.log_z - plain.log_z) < 4.4 * combined + 0.02
     with pytest.raises(ValueError, match="divisible"):
         AIS(model, num_particles=511, num_steps=5, shard=True, progress=False).run(key)
+    with pytest.raises(TypeError, match="shard must be True or False"):
+        AIS(model, shard="yes")
+
+
+def test_sharded_smc_over_two_devices_agrees():
+    if len(jax.devices()) < 2:
+        pytest.skip("needs 2 JAX devices (XLA_FLAGS set in conftest before JAX starts)")
+    model = problem_model(problems.mixture())
+    key = jax.random.PRNGKey(4)
+    opts = {"num_particles": 256, "num_replicas": 4, "progress": False}
+    plain = SMC(model, **opts).run(key)
+    sharded = SMC(model, shard=True, **opts).run(key)
+    assert sharded.info["devices"] == 2 and plain.info["devices"] == 1
+    assert sharded.log_weights.shape == plain.log_weights.shape == (1024,)
+    combined = np.hypot(sharded.log_z_se, plain.log_z_se)
+    assert abs(sharded.log_z - plain.log_z) < 4.4 * combined + 0.02
+    with pytest.raises(ValueError, match="divisible"):
+        SMC(model, num_particles=255, shard=True, progress=False).run(key)
+    with pytest.raises(TypeError, match="shard must be True or False"):
+        SMC(model, shard=1)
 
 
 def test_progress_goes_to_stderr(capsys):
@@ -183,3 +203,21 @@ def test_positive_latent_particles_are_constrained():
     assert np.all(res.particles["x"] > 0)
     mean, se = res.expectation(lambda p: p["x"])
     assert abs(mean - prob.mean) < 4.4 * se + 0.01
+
+
+def test_keys_of_every_prng_implementation_are_accepted():
+    model = problem_model(problems.gaussian(2))
+    ais = AIS(model, num_particles=64, num_steps=10, progress=False)
+    smc = SMC(model, num_particles=64, num_replicas=2, max_steps=20, progress=False)
+    for key in (jax.random.key(0, impl="rbg"), jax.random.key(0), jax.random.PRNGKey(0)):
+        assert np.isfinite(ais.run(key).log_z)
+        assert np.isfinite(smc.run(key).log_z)
+    with jax.default_prng_impl("rbg"):  # a raw (4,) key: NumPyro refuses it; say what to do
+        raw = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match="pass a typed key"):
+        ais.run(raw)
+    for bad in (0, np.zeros(2, np.uint32), jax.random.split(jax.random.PRNGKey(0), 2)):
+        with pytest.raises(TypeError, match="rng_key must be one JAX PRNG key"):
+            ais.run(bad)
+        with pytest.raises(TypeError, match="rng_key must be one JAX PRNG key"):
+            smc.run(bad)

@@ -11,6 +11,7 @@ import pytest
 
 import ebmppl._runs as runs
 from ebmppl import DoublyIntractableWarning, RunInterrupted, problems
+from ebmppl._backend import available
 
 K, FLOOR = 4.0, 0.01
 
@@ -150,6 +151,79 @@ def test_shifted_weight_accumulation_keeps_float64_precision():
     assert naive_err > 1e-2  # what float32 accumulation loses here
     # betas are float32, so each increment carries ~1e-7 relative error of beta itself
     assert ours_err < 2e-3 * naive_err + 1e-3, (ours_err, naive_err)
+
+
+def test_shifted_weight_update_ignores_a_far_out_particle():
+    """One particle with an increment of -1e21 (a particle thrown far into a quartic well)
+    must not cost the others their precision. The shift used to be the mean increment: the
+    others' log weights were then off by 7.5e12; now by 6e-7."""
+    pytest.importorskip("numpyro")
+    import jax.numpy as jnp
+
+    from ebmppl.numpyro._ais import shifted_weight_update
+
+    rng = np.random.default_rng(1)
+    steps, n = 200, 64
+    lr = (-50.0 + 3.0 * rng.normal(size=(steps, n))).astype(np.float32)
+    lr[100:, 7] = -1.0e21  # from step 100 on, particle 7 sits far out
+    dbeta = np.float32(1.0 / steps)
+    lw, total_shift = jnp.zeros(n, jnp.float32), 0.0
+    for t in range(steps):
+        b0, b1 = jnp.float32(t * dbeta), jnp.float32((t + 1) * dbeta)
+        lw, shift = shifted_weight_update(lw, jnp.asarray(lr[t]), b0, b1)
+        total_shift += float(shift)
+    ours = np.asarray(lw, np.float64) + total_shift
+    betas = np.arange(steps + 1, dtype=np.float32) * dbeta
+    exact = np.sum(lr.astype(np.float64) * np.diff(betas.astype(np.float64))[:, None], 0)
+    keep = np.arange(n) != 7
+    assert np.max(np.abs(ours[keep] - exact[keep])) < 1e-3
+    assert ours[7] < exact[keep].min() - 1e17  # still (essentially) zero weight
+    assert abs(np.max(np.asarray(lw))) < 1e-3  # the heaviest particle sits at about 0
+
+
+def test_hmc_never_accepts_a_zero_density_proposal_at_u_equal_0(monkeypatch):
+    """The accept test's uniform draw can be exactly 0 (probability 2^-23 in float32; it
+    happened in a 100-seed test). ``log(U) < log_accept`` then accepted any finite proposal
+    and threw a particle to |x| = 3e5. Both backends, with U forced to 0: a proposal with
+    log acceptance about -1e6 (still finite in float32) must be rejected."""
+    # U = -(log_base + log_ratio) = 0.5 |z|^2 + 1e3 |z|^2; from z = 0 with momentum 1 and step
+    # 1 the leapfrog lands at z = 1, U = 1000.5 per dimension, momentum -999.5.
+    a = 1.0e3
+    if available("numpyro"):
+        import jax.numpy as jnp
+
+        from ebmppl.numpyro._ais import build_hmc_transition
+
+        def parts_jax(z):
+            return -0.5 * jnp.sum(z**2), -a * jnp.sum(z**2)
+
+        move = build_hmc_transition(parts_jax, 1)
+        z = jnp.zeros(2, jnp.float32)
+        out = move(jnp.ones(2), jnp.float32(0.0), z, 0.0, jnp.zeros(2), 1.0, 1.0, jnp.ones(2))
+        assert np.all(np.asarray(out[0]) == 0.0)
+        assert 0.0 <= float(out[3]) < 1e-30  # accept probability exp(-1e6)
+    if available("pyro"):
+        import torch
+
+        from ebmppl.pyro._ais import build_hmc_move
+
+        def parts_torch(z):
+            return -0.5 * (z**2).sum(-1), -a * (z**2).sum(-1)
+
+        def zeros(shape, generator=None, **kw):
+            return torch.zeros(shape, **kw)
+
+        def ones(shape, generator=None, **kw):
+            return torch.ones(shape, **kw)
+
+        monkeypatch.setattr(torch, "rand", zeros)
+        monkeypatch.setattr(torch, "randn", ones)
+        z = torch.zeros((3, 2))
+        out = build_hmc_move(parts_torch, 1)(
+            z, torch.zeros(3), torch.zeros(3, 2), 1.0, 1.0, torch.ones(2)
+        )
+        assert torch.all(out[0] == 0.0)
+        assert torch.all(out[3] < 1e-30)
 
 
 # -- precision targets ---------------------------------------------------------------------

@@ -18,12 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from numpyro.util import is_prng_key
 
 from .._assemble import run_ais
 from .._options import AISOptions
 from .._runs import RunControl
 from ..results import AISResult
 from ._model import ModelPotential
+from ._sharding import check_same_key, shard_particles, to_host
 
 __all__ = ["AIS", "AISInfo", "AISState", "build_ais_step", "build_hmc_move"]
 
@@ -64,6 +66,26 @@ class AISInputs(NamedTuple):
 
 
 LogParts = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def check_rng_key(rng_key) -> None:
+    """Raise a TypeError unless ``rng_key`` is one JAX PRNG key, as NumPyro accepts it.
+
+    Typed keys (``jax.random.key(0, impl=...)``) of any implementation, or raw ``(2,)`` uint32
+    threefry keys (``jax.random.PRNGKey(0)``).
+    """
+    if isinstance(rng_key, jax.Array) and is_prng_key(rng_key):
+        return
+    hint = ""
+    if isinstance(rng_key, jax.Array) and rng_key.dtype == jnp.uint32 and rng_key.ndim == 1:
+        hint = (
+            " (a raw key of another implementation, e.g. jax_default_prng_impl='rbg': "
+            "pass a typed key, jax.random.key(0) or jax.random.wrap_key_data(raw))"
+        )
+    raise TypeError(
+        "rng_key must be one JAX PRNG key, e.g. jax.random.PRNGKey(0) or jax.random.key(0); "
+        f"got {type(rng_key).__name__} of shape {jnp.shape(rng_key)}{hint}"
+    )
 
 
 def chunked_vmap(fn: Callable, in_axes: tuple, chunk_size: int | None) -> Callable:
@@ -130,11 +152,30 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
     and ``grad`` must be the potential and its gradient at ``z`` *for this beta*. A proposal
     with a non-finite potential is rejected (treated as zero density).
     """
-    potential = build_potential(log_parts)
+    transition = build_hmc_transition(log_parts, num_leapfrog_steps)
 
     def move(key, z, u0, g0, beta, step_size, inverse_mass):
         k_mom, k_acc = jax.random.split(key)
-        p0 = jax.random.normal(k_mom, z.shape, z.dtype) / jnp.sqrt(inverse_mass)
+        noise = jax.random.normal(k_mom, z.shape, z.dtype)
+        uniform = jax.random.uniform(k_acc, dtype=z.dtype)
+        return transition(noise, uniform, z, u0, g0, beta, step_size, inverse_mass)
+
+    return move
+
+
+def build_hmc_transition(log_parts: LogParts, num_leapfrog_steps: int):
+    """:func:`build_hmc_move` given its random numbers instead of a key.
+
+    Returns ``transition(noise, uniform, z, U, grad, beta, step_size, inverse_mass)``;
+    ``noise`` (D,) standard normal (the momentum before the mass scaling), ``uniform`` () in
+    [0, 1) (the accept test). Drawing these for the whole population at once (two calls
+    instead of a key split per particle) is what :func:`build_mutation` does: it saves
+    the per-particle key derivations, a large part of the cost of a step on a cheap potential.
+    """
+    potential = build_potential(log_parts)
+
+    def transition(noise, uniform, z, u0, g0, beta, step_size, inverse_mass):
+        p0 = noise / jnp.sqrt(inverse_mass)
 
         def leapfrog(carry, _):
             z, p, _, g = carry
@@ -150,7 +191,10 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
         log_accept = (u0 + kin0) - (u1 + kin1)
         log_accept = jnp.where(jnp.isnan(log_accept) | ~jnp.isfinite(u1), -jnp.inf, log_accept)
         accept_prob = jnp.minimum(1.0, jnp.exp(log_accept))
-        accepted = jnp.log(jax.random.uniform(k_acc, dtype=z.dtype)) < log_accept
+        # log(1 - U), U in [0, 1): never -inf, so a proposal of (near) zero density is never
+        # accepted; log(U) is -inf when U = 0 (probability 2^-23 in float32) and accepted any
+        # finite proposal, e.g. a particle thrown to |x| = 3e5 in a quartic well.
+        accepted = jnp.log1p(-uniform) < log_accept
         return (
             jnp.where(accepted, z1, z),
             jnp.where(accepted, u1, u0),
@@ -158,7 +202,7 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int):
             accept_prob,
         )
 
-    return move
+    return transition
 
 
 def build_mutation(log_parts: LogParts, opts: AISOptions):
@@ -170,8 +214,8 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
     this beta. Returns ``(z_new, mean_acceptance, new_step_size, new_inverse_mass)``.
     """
     move = chunked_vmap(
-        build_hmc_move(log_parts, opts.num_leapfrog_steps),
-        (0, 0, 0, 0, None, 0, None),
+        build_hmc_transition(log_parts, opts.num_leapfrog_steps),
+        (0, 0, 0, 0, 0, None, 0, None),
         getattr(opts, "chunk_size", None),
     )
 
@@ -182,7 +226,10 @@ def build_mutation(log_parts: LogParts, opts: AISOptions):
 
         def one_move(carry, k):
             z, u, g, acc = carry
-            z, u, g, a = move(jax.random.split(k, n), z, u, g, beta, eps, inverse_mass)
+            k_mom, k_acc = jax.random.split(k)
+            noise = jax.random.normal(k_mom, z.shape, z.dtype)
+            uniform = jax.random.uniform(k_acc, (n,), z.dtype)
+            z, u, g, a = move(noise, uniform, z, u, g, beta, eps, inverse_mass)
             return (z, u, g, acc + a), None
 
         (z_new, _, _, acc), _ = lax.scan(
@@ -237,13 +284,24 @@ def weight_update(log_weights, log_ratio, beta_prev, beta):
 def shifted_weight_update(log_weights, log_ratio, beta_prev, beta):
     """:func:`weight_update` minus a common shift: returns ``(log_weights (N,), shift ())``.
 
-    The shift is the mean finite increment; the caller adds it back (in float64) so that the
-    stored log weights stay of the order of their spread, however large the energies.
+    The shift makes the heaviest particle's log weight (about) zero after the update; the
+    caller adds the shifts up in float64, so the stored float32 log weights stay of the order
+    of their spread below the top, however large the energies. The shift is anchored on the
+    heaviest particle, not on an average, so that one far-out particle (an increment of -1e21)
+    cannot pull the shift away and wipe out the precision of the others. It is split exactly
+    (TwoSum) so that ``shift + log_weights`` loses nothing to rounding the shift to float32.
     """
     incr = jnp.where(beta != beta_prev, (beta - beta_prev) * log_ratio, 0.0)
-    ok = jnp.isfinite(incr) & jnp.isfinite(log_weights)
-    shift = jnp.sum(jnp.where(ok, incr, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-    log_w = log_weights + jnp.where(jnp.isfinite(incr), incr - shift, -jnp.inf)
+    total = log_weights + incr  # only to choose the reference particle
+    ok = jnp.isfinite(total)
+    top = jnp.argmax(jnp.where(ok, total, -jnp.inf))
+    a = jnp.where(ok[top], incr[top], 0.0)
+    b = jnp.where(ok[top], log_weights[top], 0.0)
+    shift = a + b
+    bb = shift - a
+    err = (a - (shift - bb)) + (b - bb)  # exactly (a + b) - shift
+    log_w = (log_weights - b) + (incr - a) + err
+    log_w = jnp.where(jnp.isfinite(incr), log_w, -jnp.inf)
     return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w), shift
 
 
@@ -365,13 +423,17 @@ class AIS:
             memory of a large energy network or of many particles; the result is unchanged).
         reference: ``None`` (start from the prior), ``{site: Distribution}`` or ``"laplace"``;
             needed when a latent prior is improper.
-        shard: spread particles over all local JAX devices (``jax.sharding``).
+        shard: split the particles over all JAX devices (``jax.sharding``; also across
+            processes after ``jax.distributed.initialize()``); ``num_particles`` must be
+            divisible by the number of devices.
         progress: print progress to stderr (default: when stderr is a terminal).
     """
 
     def __init__(self, model, *, reference=None, shard: bool = False, **options):
         if not callable(model):
             raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        if not isinstance(shard, bool | np.bool_):
+            raise TypeError(f"shard must be True or False, got {shard!r}")
         self.model = model
         self.reference = reference
         self.shard = bool(shard)
@@ -450,12 +512,10 @@ class AIS:
     def _run(
         self, rng_key, model_args, model_kwargs, initial=None, control: RunControl | None = None
     ) -> AISResult:
-        if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
-            raise TypeError(
-                "rng_key must be a JAX PRNG key, e.g. jax.random.PRNGKey(0); "
-                f"got {type(rng_key).__name__}"
-            )
+        check_rng_key(rng_key)
         control = control or RunControl.create()
+        if self.shard:
+            check_same_key(rng_key)
         opts = self.options
         start = time.perf_counter()
         key_init = jax.random.split(rng_key)[0]
@@ -515,11 +575,11 @@ class _Engine:
                 z0 = z0[jax.random.permutation(key_init, z0.shape[0])]
         else:
             z0 = self.sample(key_init, opts.num_particles)
-        if self.ais.shard:
-            z0 = _shard_particles(z0)
-        if not self._checked:  # warn once per run, not once per batch
+        if not self._checked:  # warn once per run, not once per batch (on this process's z0)
             _check_initial_energies(pot, self.energies, self.parts, z0, stacklevel=8)
             self._checked = True
+        if self.ais.shard:
+            z0 = shard_particles(z0)
         dtype = z0.dtype
         inv_mass = jnp.ones((z0.shape[1],), dtype)
         if opts.adapt_mass:
@@ -527,7 +587,7 @@ class _Engine:
         init_step = opts.step_size if opts.step_size is not None else 0.5 * z0.shape[1] ** -0.25
         log_w0 = jnp.zeros((z0.shape[0],), dtype)
         if self.ais.shard:
-            log_w0 = _shard_particles(log_w0)
+            log_w0 = shard_particles(log_w0)
         return AISState(z0, log_w0, jnp.asarray(init_step, dtype), inv_mass)
 
     def advance(self, state: AISState, phase: str, batch: int, t0: int, t1: int, fixed):
@@ -553,17 +613,17 @@ class _Engine:
         )
         state, info = self.run_segment(state, xs, self._keys(phase, batch)[1])
         n_active = t1 - t0
-        return state, {k: np.asarray(v)[:n_active] for k, v in info._asdict().items()}
+        return state, {k: to_host(v)[:n_active] for k, v in info._asdict().items()}
 
     def state_arrays(self, state: AISState) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in state._asdict().items()}
+        return {k: to_host(v) for k, v in state._asdict().items()}
 
     def state_from_arrays(self, arrays) -> AISState:
         state = AISState(**{k: jnp.asarray(arrays[k]) for k in AISState._fields})
         if self.ais.shard:
             state = state._replace(
-                position=_shard_particles(state.position),
-                log_weights=_shard_particles(state.log_weights),
+                position=shard_particles(state.position),
+                log_weights=shard_particles(state.log_weights),
             )
         return state
 
@@ -577,8 +637,8 @@ class _Engine:
 
     def finish(self, state: AISState, info) -> tuple[np.ndarray, np.ndarray]:
         shift = np.sum(np.asarray(info["weight_shift"], dtype=np.float64))
-        log_w = np.asarray(state.log_weights, dtype=np.float64) + shift
-        return log_w, np.asarray(state.position)
+        log_w = to_host(state.log_weights).astype(np.float64) + shift
+        return log_w, to_host(state.position)
 
     def particles(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.post(jnp.asarray(positions)).items()}
@@ -598,20 +658,6 @@ class _Engine:
             if not np.all(np.isfinite(np.asarray(lr))):
                 sites = list(self.pot.observed_names)
         return sites
-
-
-def _shard_particles(x):
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    devices = np.array(jax.devices())
-    if x.shape[0] % devices.size:
-        raise ValueError(
-            f"shard=True needs num_particles divisible by the {devices.size} devices, "
-            f"got {x.shape[0]}"
-        )
-    mesh = Mesh(devices, ("particles",))
-    spec = PartitionSpec("particles", *([None] * (x.ndim - 1)))
-    return jax.device_put(x, NamedSharding(mesh, spec))
 
 
 def _check_initial_energies(pot: ModelPotential, energies, parts, z0, stacklevel: int = 3) -> None:

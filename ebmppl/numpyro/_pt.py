@@ -27,7 +27,7 @@ from .._pt_common import (
     ladder_from_rejections,
     log_z_estimates,
 )
-from ._ais import COMPILED, build_hmc_move, build_potential
+from ._ais import COMPILED, build_hmc_move, build_potential, check_rng_key
 from ._model import ModelPotential
 
 __all__ = ["ReplicaExchange", "ReplicaExchangeResult", "ladder_from_rejections"]
@@ -113,7 +113,7 @@ class ReplicaExchange:
             log_alpha = (betas[1:] - betas[:-1])[:, None] * (lr[:-1] - lr[1:])  # (K-1, M)
             log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
             u = jax.random.uniform(k_swap, log_alpha.shape)
-            swap = pair_on[:, None] & (jnp.log(u) < log_alpha)
+            swap = pair_on[:, None] & (jnp.log1p(-u) < log_alpha)  # log(1 - U) > -inf
             swap_prob = jnp.minimum(1.0, jnp.exp(log_alpha))
             up = jnp.concatenate([swap, jnp.zeros((1, m), bool)])  # k takes from k+1
             down = jnp.concatenate([jnp.zeros((1, m), bool), swap])  # k+1 takes from k
@@ -150,6 +150,7 @@ class ReplicaExchange:
 
     def run(self, rng_key, *model_args, **model_kwargs) -> ReplicaExchangeResult:
         """Run warm-up (ladder and step-size adaptation) and sampling; return the result."""
+        check_rng_key(rng_key)
         start = time.perf_counter()
         k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
         pot = ModelPotential(

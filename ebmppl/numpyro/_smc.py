@@ -44,12 +44,14 @@ from ._ais import (
     _check_initial_energies,
     build_mutation,
     build_potential,
+    check_rng_key,
     kish_ess,
     options_key,
     shifted_weight_update,
 )
 from ._model import ModelPotential
 from ._nuts import build_nuts_mutation
+from ._sharding import check_same_key, shard_particles, to_host
 
 __all__ = ["SMC", "SMCInfo", "SMCState", "build_smc_step", "next_beta_by_cess"]
 
@@ -230,15 +232,22 @@ class SMC:
             trajectory among all particles.
         max_tree_depth: NUTS only: at most ``2 ** max_tree_depth - 1`` leapfrog steps per
             transition (default 10, at most 20).
+        shard: split every replica's particles over all JAX devices (``jax.sharding``; also
+            across processes after ``jax.distributed.initialize()``); ``num_particles`` must
+            be divisible by the number of devices. Resampling gathers a replica's particles
+            across devices.
         **options: the AIS options (num_particles, num_leapfrog_steps, num_mcmc_steps,
             step_size, target_accept, adapt_step_size, adapt_mass, step_size_jitter, progress).
     """
 
-    def __init__(self, model, *, reference=None, **options):
+    def __init__(self, model, *, reference=None, shard: bool = False, **options):
         if not callable(model):
             raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        if not isinstance(shard, bool | np.bool_):
+            raise TypeError(f"shard must be True or False, got {shard!r}")
         self.model = model
         self.reference = reference
+        self.shard = bool(shard)
         self.options = SMCOptions.create(**options)
 
     def _compiled(self, pot: ModelPotential, chunk: int):
@@ -282,12 +291,10 @@ class SMC:
         ``max_batches`` cap it; ``info["stopped_by"]`` says what ended the run. These names
         are reserved (a model keyword argument cannot share them).
         """
-        if not (isinstance(rng_key, jax.Array) and jnp.shape(rng_key) in ((2,), ())):
-            raise TypeError(
-                "rng_key must be a JAX PRNG key, e.g. jax.random.PRNGKey(0); "
-                f"got {type(rng_key).__name__}"
-            )
+        check_rng_key(rng_key)
         control = RunControl.create(target_se=target_se, max_time=max_time, max_batches=max_batches)
+        if self.shard:
+            check_same_key(rng_key)
 
         def batch(b: int) -> AISResult:
             key = rng_key if b == 0 else jax.random.fold_in(rng_key, 1000 + b)
@@ -318,9 +325,12 @@ class SMC:
             inv_mass = jnp.ones((r, pot.dim), z0.dtype)
         init_step = base.step_size if base.step_size is not None else 0.5 * pot.dim**-0.25
         dtype = z0.dtype
+        log_w0 = jnp.zeros((r, n), dtype)
+        if self.shard:  # (R, N, ...): the particle axis is split, every device has each replica
+            z0, log_w0 = shard_particles(z0, axis=1), shard_particles(log_w0, axis=1)
         state = SMCState(
             z0,
-            jnp.zeros((r, n), dtype),
+            log_w0,
             jnp.zeros((r,), dtype),
             jnp.zeros((r,), jnp.int32),
             jnp.full((r,), init_step, dtype),
@@ -336,13 +346,13 @@ class SMC:
             state, info = segment(state, keys)
             infos.append(info)
             done += chunk
-            finished = bool(np.all(np.asarray(state.beta)[: opts.num_replicas] >= 1.0))
+            finished = bool(np.all(to_host(state.beta)[: opts.num_replicas] >= 1.0))
             if report is not None:
-                last = jax.tree.map(lambda a: a[:, 0], info)
+                last = jax.tree.map(lambda a: to_host(a)[:, 0], info)
                 report(total if finished else min(done, total), last)
             if finished:
                 break
-        info = jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]).T, *infos)
+        info = jax.tree.map(lambda *a: np.concatenate([to_host(x) for x in a]).T, *infos)
         return self._result(pot, state, info, post, start)
 
     def _result(self, pot, state, info: SMCInfo, post, start) -> AISResult:
@@ -356,7 +366,7 @@ class SMC:
         per_step = np.where(steps["active"], 1 + opts.base.num_mcmc_steps * leap, 0.0)
         leap = np.where(steps["active"][:r], leap[:r], np.nan)
         steps = {k: v[:r] for k, v in steps.items()}  # drop the pilot
-        flat = np.asarray(state.position)[:r].reshape(r * n, -1)
+        flat = to_host(state.position)[:r].reshape(r * n, -1)
         particles = {
             k: np.asarray(v).reshape((r * n, *np.shape(v)[1:])) for k, v in post(flat).items()
         }
@@ -366,13 +376,14 @@ class SMC:
         res = smc_result(
             opts,
             pot,
-            np.asarray(state.log_weights, dtype=np.float64)[:r]
+            to_host(state.log_weights).astype(np.float64)[:r]
             + np.sum(np.asarray(info.weight_shift, np.float64)[:r], axis=1, keepdims=True),
             steps,
             particles,
             backend="numpyro",
             start=start,
             extra_info={
+                "devices": len(jax.devices()) if self.shard else 1,
                 "pilot_gradient_evaluations": round(pilot_evals),
                 "mean_num_leapfrog": float(np.nanmean(leap)),
                 "num_leapfrog_per_replica": leap,

@@ -154,7 +154,9 @@ def build_hmc_move(log_parts: LogParts, num_leapfrog_steps: int, chunk_size: int
         log_accept = torch.where(bad, torch.full_like(log_accept, -torch.inf), log_accept)
         accept_prob = torch.clamp(torch.exp(log_accept), max=1.0)
         unif = torch.rand(z.shape[:-1], generator=generator, dtype=z.dtype, device=z.device)
-        accepted = torch.log(unif) < log_accept
+        # log(1 - U), U in [0, 1): never -inf (log(U) is, at U = 0, and then accepted any
+        # finite proposal however improbable).
+        accepted = torch.log1p(-unif) < log_accept
         acc = accepted.unsqueeze(-1)
         return (
             torch.where(acc, z1, z),

@@ -96,7 +96,7 @@ def build_pt_iteration(log_parts: LogParts, num_leapfrog_steps: int, target_acce
         log_alpha = (betas[1:] - betas[:-1]).unsqueeze(-1) * (lr[:-1] - lr[1:])  # (K-1, M)
         log_alpha = torch.where(torch.isnan(log_alpha), neg_inf[1:], log_alpha)
         unif = torch.rand(log_alpha.shape, generator=generator, dtype=z.dtype, device=z.device)
-        swap = pair_on.unsqueeze(-1) & (torch.log(unif) < log_alpha)
+        swap = pair_on.unsqueeze(-1) & (torch.log1p(-unif) < log_alpha)  # log(1 - U) > -inf
         swap_prob = torch.clamp(torch.exp(log_alpha), max=1.0)
         no = torch.zeros((1, m), dtype=torch.bool, device=z.device)
         up = torch.cat([swap, no])  # row k takes row k+1
