@@ -55,8 +55,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-# glibc serves the torch backend's (N, D) temporaries from its heap once its dynamic mmap
-# threshold has risen, and keeps the freed memory; a fixed threshold returns it at once.
+# A control for the torch memory pair: with a fixed mmap threshold glibc returns freed (N, D)
+# temporaries at once, so peak RSS measures live data only.
 MMAP_THRESHOLD = 16384
 TARGETS = {"jax_ais_overhead": 1.2, "torch_ais_overhead": 1.5, "nuts_plugin_overhead": 1.05}
 _FUTURE = r"\s*ArviZ is undergoing a major refactor"
@@ -285,12 +285,10 @@ def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
     def draws(key):
         """Only the random numbers AIS draws (same calls, same shapes), for the breakdown."""
 
-        def one(k):
-            k_mom, k_acc = jax.random.split(k)
-            return jax.random.normal(k_mom, (pot.dim,)).sum() + jax.random.uniform(k_acc)
-
         def move(acc, k):
-            return acc + jax.vmap(one)(jax.random.split(k, n)), None
+            k_mom, k_acc = jax.random.split(k)
+            noise = jax.random.normal(k_mom, (n, pot.dim)).sum(1)
+            return acc + noise + jax.random.uniform(k_acc, (n,)), None
 
         def body(t, acc):
             k_jit, k_moves = jax.random.split(jax.random.fold_in(key, t))
@@ -302,7 +300,10 @@ def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
     z0 = jax.jit(pot.sample_base, static_argnums=1)(jax.random.PRNGKey(2), n)
     jax.block_until_ready(bare(z0))
     jax.block_until_ready(draws(jax.random.PRNGKey(3)))
-    t_ais, t_bare, t_rng, loads = [], [], [], []
+    peer = _blackjax_hmc_loop(u, pot.dim, n, evals, opts.num_leapfrog_steps)
+    if peer is not None:
+        jax.block_until_ready(peer(z0, jax.random.PRNGKey(4)))
+    t_ais, t_bare, t_rng, t_peer, loads = [], [], [], [], []
     for r in range(repeats):
         loads.append(load())
         t0 = time.perf_counter()
@@ -314,12 +315,53 @@ def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(draws(jax.random.PRNGKey(20 + r)))
         t_rng.append(time.perf_counter() - t0)
+        if peer is not None:
+            t0 = time.perf_counter()
+            jax.block_until_ready(peer(z0, jax.random.PRNGKey(30 + r)))
+            t_peer.append(time.perf_counter() - t0)
     row = _overhead_row(
         "jax", str(jax.devices()[0].platform), prob, n, steps, evals, t_ais, t_bare, loads, res
     )
-    row["rng_s"] = min(t_rng)  # threefry draws alone (momenta, accept, jitter, key splits)
+    row["rng_s"] = min(t_rng)  # threefry draws alone (momenta, accept, jitter)
     row["rng_share_of_ais"] = row["rng_s"] / row["ais_s"]
+    if t_peer:  # the peer's HMC over the same bare loop: what HMC itself costs beyond gradients
+        row["blackjax_hmc_s"] = min(t_peer)
+        row["blackjax_hmc_ratio"] = row["blackjax_hmc_s"] / row["bare_s"]
     return row
+
+
+def _blackjax_hmc_loop(u, dim: int, n: int, evals: int, leap: int):
+    """BlackJAX's HMC kernel (``vmap`` over particles, its per-chain keys, fixed step size,
+    identity mass, ``leap`` leapfrogs) for ``evals // leap`` moves: about ``evals`` gradients
+    per particle, like the AIS run. Returns a jitted ``run(z0, key)``; None without BlackJAX.
+    No tempering and no adaptation, so it is a lower bound on a peer's tempered loop.
+    """
+    try:
+        import blackjax
+    except ImportError:
+        return None
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    kernel = blackjax.hmc(
+        lambda z: -u(z),
+        step_size=0.1,
+        inverse_mass_matrix=jnp.ones(dim),
+        num_integration_steps=leap,
+    )
+    moves = max(1, evals // leap)
+
+    @jax.jit
+    def run(z0, key):
+        def body(state, k):
+            state, _ = jax.vmap(kernel.step)(jax.random.split(k, n), state)
+            return state, None
+
+        state, _ = lax.scan(body, jax.vmap(kernel.init)(z0), jax.random.split(key, moves))
+        return state.position
+
+    return run
 
 
 def torch_overhead(name: str, n: int, steps: int, repeats: int, device: str = "cpu") -> dict:
@@ -435,6 +477,11 @@ def _print_overhead(r: dict) -> None:
         f"T={r['num_steps']:<4d} evals={r['grad_evals_per_particle']:<5d} AIS {r['ais_s']:7.3f}s "
         f"bare {r['bare_s']:7.3f}s ratio {r['ratio']:5.2f} (target <= {r['target']})"
         + (f" [RNG alone {r['rng_s']:.3f}s]" if "rng_s" in r else "")
+        + (
+            f" [BlackJAX HMC / bare {r['blackjax_hmc_ratio']:.2f}]"
+            if "blackjax_hmc_ratio" in r
+            else ""
+        )
         + f" load {r['load']:.1f}",
         flush=True,
     )
@@ -779,10 +826,11 @@ def section_scaling(quick: bool, gpu: bool = False, torch_device_: str = "cpu") 
 def memory_vs_steps(rows: list[dict]) -> list[dict]:
     """Peak memory at 100 vs 1000 steps, per backend (and allocator setting): ratio ~1 expected.
 
-    On CPU the torch backend's peak RSS grows with the number of steps under glibc's default
-    malloc settings although live data does not: freed (N, D) temporaries stay in the heap
-    (``malloc_trim`` hands them back, see ``rss_after_trim_mb``). The same pair is therefore
-    also run with ``MALLOC_MMAP_THRESHOLD_`` fixed, which measures live memory.
+    Under glibc's default malloc settings peak RSS also counts freed memory the heap could not
+    return (it grew 1.67x on torch while small per-step tensors were kept alive between freed
+    (N, D) temporaries; ``malloc_trim`` handed it back, see ``rss_after_trim_mb``). The torch
+    pair is therefore also run with ``MALLOC_MMAP_THRESHOLD_`` fixed, which measures live
+    memory, as a control.
     """
     out = []
     groups: dict = {}
@@ -928,10 +976,13 @@ def static_sync_scan() -> dict:
     """Grep the functions that run once per annealing step for host-synchronising calls."""
     from ebmppl.pyro import _ais
 
-    src = inspect.getsource(_ais.AIS._anneal)
-    loop = src[src.index("for t in range(num_steps):") :]
+    src = inspect.getsource(_ais._Engine.advance)
+    loop = src[src.index("for t in range(t0, t1):") :]
     loop = loop[: loop.index("return state")]
-    parts = {"AIS._anneal (loop body)": loop}
+    parts = {
+        "_Engine.advance (loop body)": loop,
+        "StepBuffers.put": inspect.getsource(_ais.StepBuffers.put),
+    }
     for fn in (
         "forward_parts",
         "potential_from_parts",

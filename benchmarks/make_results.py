@@ -86,11 +86,17 @@ def machine_section(ov: dict | None, gpu: dict | None) -> list[str]:
 def _overhead_reason(r: dict) -> str:
     if r["backend"] == "jax" and "rng_s" in r:
         return (
-            f"HMC's random numbers alone (threefry momenta, accept and jitter draws, key "
-            f"splits: {r['rng_s']:.3f} s, {r['rng_s'] / r['ais_s']:.0%} of the run) cost "
+            f"HMC's random numbers alone (threefry momenta, accept and jitter draws: "
+            f"{r['rng_s']:.3f} s, {r['rng_s'] / r['ais_s']:.0%} of the run) cost "
             f"{r['rng_s'] / r['bare_s']:.0%} of all the gradients ({r['bare_s']:.3f} s) of this "
             f"cheap potential; the rest is leapfrog/accept/adaptation arithmetic on the (N, D) "
             f"arrays"
+            + (
+                f". BlackJAX's own HMC kernel (no tempering, no adaptation) costs "
+                f"{r['blackjax_hmc_ratio']:.2f}x the same bare loop"
+                if r.get("blackjax_hmc_ratio")
+                else ""
+            )
         )
     per_grad = r["bare_s"] / r["grad_evals_per_particle"] * 1e3
     return (
@@ -246,7 +252,11 @@ def overhead_section(ov: dict | None) -> list[str]:
                 "`ModelPotential(model).log_parts`; torch: a loop of batched `torch.autograd.grad` "
                 "on `ebmppl.pyro.ModelPotential(model).log_parts`, one thread), same process. "
                 '"RNG alone": the random draws AIS makes (same calls and shapes), timed by '
-                "themselves. gaussian100 is an extra row (a potential about 20x as costly)."
+                'themselves. "BlackJAX HMC / bare": BlackJAX\'s own HMC kernel (`vmap` over '
+                "particles, fixed step size, identity mass, the same leapfrogs per move, as many "
+                "gradients per particle, no tempering, no adaptation) over the same bare loop: "
+                "what a peer's HMC costs beyond its gradients. gaussian100 is an extra row (a "
+                "potential about 20x as costly)."
             ),
             "",
         ]
@@ -262,6 +272,7 @@ def overhead_section(ov: dict | None) -> list[str]:
                 "ratio",
                 "target",
                 "RNG alone s",
+                "BlackJAX HMC / bare",
                 "load",
             ],
             [
@@ -276,6 +287,7 @@ def overhead_section(ov: dict | None) -> list[str]:
                     f"**{r['ratio']:.2f}**",
                     r["target"],
                     _f(r.get("rng_s")),
+                    _f(r.get("blackjax_hmc_ratio"), ".2f"),
                     _f(r["load"], ".1f"),
                 ]
                 for r in rows
@@ -419,10 +431,11 @@ def scaling_tables(scal: list[dict], mem: list[dict]) -> list[str]:
             "over fork + exec) and, for reference, the RSS after imports (the library baseline)."
             " Particle state = N x D float32 (positions; momenta and gradients are the same size),"
             " small next to the JAX/XLA and torch baselines and the compiler's working memory."
-            " The torch steps pair is also run with glibc's `MALLOC_MMAP_THRESHOLD_` fixed: with "
-            "the default (dynamic) threshold glibc keeps freed (N, D) temporaries in its heap, "
-            "so peak RSS grows with the number of steps although live data does not "
-            "(`malloc_trim` hands it back)."
+            " The torch steps pair is also run with glibc's `MALLOC_MMAP_THRESHOLD_` fixed, a "
+            "control that returns freed (N, D) temporaries to the system at once (until "
+            "2026-12-04 the torch loops kept small per-step statistics tensors alive between "
+            "the freed temporaries, which pinned them in glibc's heap: 1.67x at 1000 steps; "
+            "they are now written into buffers allocated once)."
         ),
         "",
     ]
@@ -587,8 +600,8 @@ def torch_section(tor: dict) -> list[str]:
     st = tor.get("static")
     if st:
         out += [
-            f"Source scan of `ebmppl/pyro/_ais.py` (the loop body of `AIS._anneal` and "
-            f"{', '.join(f'`{s}`' for s in st['scanned'][1:])}) for `.item()`, `float(`, `int(`, "
+            f"Source scan of `ebmppl/pyro/_ais.py` (the loop body of `{st['scanned'][0].split()[0]}` "
+            f"and {', '.join(f'`{s}`' for s in st['scanned'][1:])}) for `.item()`, `float(`, `int(`, "
             f"`bool(`, `.cpu()`, `.numpy()`, `.tolist()`: **{len(st['hits'])} hit(s)**"
             + ("." if not st["hits"] else ":"),
             "",
