@@ -21,7 +21,9 @@ pytest.importorskip("numpyro")
 import jax
 
 from ebmppl import problems
-from ebmppl.numpyro import AIS, SMC, problem_model
+from ebmppl.numpyro import AIS, SMC, ReplicaExchange, problem_model
+
+PT = {"num_temperatures": 8, "num_chains": 4, "num_warmup": 100, "num_samples": 100}
 
 WORKER = """
 import json, os, sys
@@ -32,14 +34,16 @@ jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid,
                            initialization_timeout=60)
 import numpy as np
 from ebmppl import problems
-from ebmppl.numpyro import AIS, SMC, problem_model
+from ebmppl.numpyro import AIS, SMC, ReplicaExchange, problem_model
 
+PT = {PT!r}
 model = problem_model(problems.mixture())
 key = jax.random.PRNGKey(3)
 ais = AIS(model, num_particles=512, num_steps=50, shard=True, progress=False).run(
     key, target_se=1e-6, max_batches=2, checkpoint=ckpt, checkpoint_every=20
 )
 smc = SMC(model, num_particles=256, num_replicas=2, shard=True, progress=False).run(key)
+pt = ReplicaExchange(model, **PT, shard=True, progress=False).run(key)
 out = {}
 for name, res in (("ais", ais), ("smc", smc)):
     out[name] = {
@@ -47,6 +51,10 @@ for name, res in (("ais", ais), ("smc", smc)):
         "log_weights": np.asarray(res.log_weights).tolist(),
         "x_mean": float(np.mean(res.particles["x"])),
     }
+out["pt"] = {
+    "log_z": pt.log_z, "log_z_ti": pt.log_z_ti, "devices": pt.info["devices"],
+    "x": np.asarray(pt.samples["x"]).tolist(),
+}
 out["processes"] = jax.process_count()
 try:  # a different key in each process is refused (by both processes)
     AIS(model, num_particles=512, num_steps=5, shard=True, progress=False).run(
@@ -72,7 +80,8 @@ def _in_process():
         key, target_se=1e-6, max_batches=2
     )
     smc = SMC(model, num_particles=256, num_replicas=2, shard=True, progress=False).run(key)
-    return {"ais": ais, "smc": smc}
+    pt = ReplicaExchange(model, **PT, shard=True, progress=False).run(key)
+    return {"ais": ais, "smc": smc, "pt": pt}
 
 
 @pytest.mark.slow
@@ -80,7 +89,7 @@ def test_shard_across_two_processes(tmp_path):
     if len(jax.devices()) < 2:
         pytest.skip("needs 2 JAX devices in this process (XLA_FLAGS set in conftest)")
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(WORKER.replace("{PT!r}", repr(PT)))
     port = str(_free_port())
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [
@@ -120,3 +129,7 @@ def test_shard_across_two_processes(tmp_path):
         np.testing.assert_array_equal(got["log_weights"], ref.log_weights)
         assert got["log_z"] == ref.log_z
         assert got["x_mean"] == float(np.mean(ref.particles["x"]))
+    got, ref = a["pt"], local["pt"]
+    assert got["devices"] == ref.info["devices"] == 2
+    np.testing.assert_array_equal(got["x"], ref.samples["x"])
+    assert (got["log_z"], got["log_z_ti"]) == (ref.log_z, ref.log_z_ti)

@@ -29,6 +29,7 @@ from .._pt_common import (
 )
 from ._ais import COMPILED, build_hmc_move, build_potential, check_rng_key
 from ._model import ModelPotential
+from ._sharding import check_same_key, shard_particles, to_host
 
 __all__ = ["ReplicaExchange", "ReplicaExchangeResult", "ladder_from_rejections"]
 
@@ -51,6 +52,10 @@ class ReplicaExchange:
         num_samples: iterations recorded after warm-up.
         num_leapfrog_steps, target_accept: HMC moves at every temperature, step size per
             temperature adapted during warm-up only (so the sampling phase is exact MCMC).
+        shard: split the chains over all JAX devices (``jax.sharding``; also across processes
+            after ``jax.distributed.initialize()``, with the same key in every process); every
+            device holds all temperatures of its chains, so swaps stay on the device.
+            ``num_chains`` must be divisible by the number of devices.
     """
 
     def __init__(
@@ -65,12 +70,16 @@ class ReplicaExchange:
         num_leapfrog_steps: int = 3,
         target_accept: float = 0.8,
         reference=None,
+        shard: bool = False,
         progress: bool | None = None,
     ):
         if not callable(model):
             raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        if not isinstance(shard, bool | np.bool_):
+            raise TypeError(f"shard must be True or False, got {shard!r}")
         self.model = model
         self.reference = reference
+        self.shard = bool(shard)
         check_options(
             self,
             num_temperatures=num_temperatures,
@@ -151,6 +160,8 @@ class ReplicaExchange:
     def run(self, rng_key, *model_args, **model_kwargs) -> ReplicaExchangeResult:
         """Run warm-up (ladder and step-size adaptation) and sampling; return the result."""
         check_rng_key(rng_key)
+        if self.shard:
+            check_same_key(rng_key)
         start = time.perf_counter()
         k_init, k_warm, k_sample = jax.random.split(rng_key, 3)
         pot = ModelPotential(
@@ -170,6 +181,8 @@ class ReplicaExchange:
         k, m = self.num_temperatures, self.num_chains
         z0 = pot.sample_base(k_init, k * m).reshape(k, m, pot.dim)
         var0 = jnp.clip(jnp.var(z0.reshape(-1, pot.dim), axis=0), 1e-6, None)
+        if self.shard:  # (K, M, D): the chain axis is split
+            z0 = shard_particles(z0, axis=1)
         state = PTState(
             z0,
             jnp.full((k,), 0.5 * pot.dim**-0.25, z0.dtype),
@@ -187,8 +200,8 @@ class ReplicaExchange:
                 jax.random.fold_in(k_warm, r),
                 jnp.zeros(round_len),
             )
-            sp = np.asarray(swap_prob)
-            on = np.asarray(pair_on)
+            sp = to_host(swap_prob)
+            on = to_host(pair_on)
             rate = (sp * on).sum(0) / np.maximum(on.sum(0), 1)
             if r < self.num_rounds - 1:  # the last round equilibrates on the final ladder
                 betas = ladder_from_rejections(betas, 1.0 - rate)
@@ -202,10 +215,10 @@ class ReplicaExchange:
             state, jnp.asarray(betas, z0.dtype), k_sample, jnp.zeros(self.num_samples)
         )
         draws = post(jnp.swapaxes(top, 0, 1))  # (M, S, ...) per site, constrained
-        self._samples = {name: np.asarray(v) for name, v in draws.items()}
-        lr = np.asarray(lr, dtype=np.float64)  # (S, K, M)
-        on = np.asarray(pair_on)
-        swap_rate = (np.asarray(swap_prob) * on).sum(0) / np.maximum(on.sum(0), 1)
+        self._samples = {name: to_host(v) for name, v in draws.items()}
+        lr = to_host(lr).astype(np.float64)  # (S, K, M)
+        on = to_host(pair_on)
+        swap_rate = (to_host(swap_prob) * on).sum(0) / np.maximum(on.sum(0), 1)
         return self._result(pot, post, state, betas, lr, acc, swap_rate, history, start)
 
     def _result(self, pot, post, state, betas, lr, acc, swap_rate, history, start):
@@ -218,11 +231,16 @@ class ReplicaExchange:
             log_z_ti_se=se_ti,
             betas=betas,
             swap_rate=swap_rate,
-            acceptance_rate=np.asarray(acc).mean(0),
-            step_size=np.asarray(state.step_size),
+            acceptance_rate=to_host(acc).mean(0),
+            step_size=to_host(state.step_size),
             samples=self._samples,
             mean_log_ratio=lr.mean(axis=(0, 2)),
             ladder_history=tuple(history),
-            info={"num_samples": s, "num_chains": m, "wall_time": time.perf_counter() - start},
+            info={
+                "num_samples": s,
+                "num_chains": m,
+                "devices": len(jax.devices()) if self.shard else 1,
+                "wall_time": time.perf_counter() - start,
+            },
             backend="numpyro",
         )
