@@ -190,12 +190,16 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot: bool = False):
         ess = kish_ess(log_w)
         alive = torch.isfinite(log_w)
         did_resample = torch.zeros_like(active)
+        # On a CPU a host check costs nothing and skips identity copies of (R, N, D) arrays; on
+        # an accelerator the step stays free of host synchronisation.
+        on_cpu = z.device.type == "cpu"
         if resample is not None:
             did_resample = ess < opts.resample_threshold * n
-            keep = torch.arange(n, device=z.device).expand(log_w.shape)
-            idx = torch.where(did_resample.unsqueeze(-1), resample(log_w, generator), keep)
-            rows = torch.arange(z.shape[0], device=z.device).unsqueeze(-1)
-            z, u, g = z[rows, idx], u[rows, idx], g[rows, idx]
+            if not on_cpu or bool(did_resample.any()):
+                keep = torch.arange(n, device=z.device).expand(log_w.shape)
+                idx = torch.where(did_resample.unsqueeze(-1), resample(log_w, generator), keep)
+                rows = torch.arange(z.shape[0], device=z.device).unsqueeze(-1)
+                z, u, g = z[rows, idx], u[rows, idx], g[rows, idx]
             log_mean = torch.logsumexp(log_w, -1, keepdim=True) - math.log(n)
             log_w = torch.where(did_resample.unsqueeze(-1), log_mean.expand_as(log_w), log_w)
             alive = alive | did_resample.unsqueeze(-1)
@@ -206,12 +210,13 @@ def build_smc_step(log_parts, opts: SMCOptions, pilot: bool = False):
             z, u, g, beta, alive, eps, inv_mass, generator
         )
         new = SMCState(z_new, log_w, beta, state.step + 1, step_size, inverse_mass)
-        new = SMCState(
-            *(
-                torch.where(active.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
-                for a, b in zip(new, state, strict=True)
+        if not on_cpu or not bool(active.all()):  # finished replicas stay as they were
+            new = SMCState(
+                *(
+                    torch.where(active.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
+                    for a, b in zip(new, state, strict=True)
+                )
             )
-        )
         info = SMCInfo(
             beta=beta,
             acceptance_rate=mean_acc,
