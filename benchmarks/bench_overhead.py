@@ -409,6 +409,156 @@ def torch_overhead(name: str, n: int, steps: int, repeats: int, device: str = "c
     return row
 
 
+SMC_REPLICAS = 4
+
+
+def _smc(backend: str, model, n: int, steps: int):
+    """SMC (resampling at ESS < N/2, ``SMC_REPLICAS`` replicas of ``n / SMC_REPLICAS`` particles,
+    i.e. ``n`` in all) on the AIS rows' schedule (``steps`` sigmoidal steps: the same loop
+    length; the adaptive CESS schedule picks 10-30 steps here, too short a run to time the
+    loop rather than the fixed per-call costs), online adaptation as the AIS rows."""
+    if backend == "jax":
+        from ebmppl.numpyro import SMC
+    else:
+        from ebmppl.pyro import SMC
+    return SMC(
+        model,
+        num_particles=n // SMC_REPLICAS,
+        num_replicas=SMC_REPLICAS,
+        schedule="sigmoidal",
+        num_steps=steps,
+        adaptation="online",
+        progress=False,
+    )
+
+
+def jax_smc_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
+    """SMC wall time over the bare loop of as many gradient evaluations (of ``n`` particles);
+    BlackJAX's adaptive tempered SMC (same HMC moves) per gradient, over the same loop."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from ebmppl.numpyro import ModelPotential, problem_model
+
+    prob = get_problem(name)
+    model = problem_model(prob)
+    smc = _smc("jax", model, n, steps)
+    res = smc.run(jax.random.PRNGKey(0))  # compiles
+    evals = res.gradient_evaluations
+    pot = ModelPotential(model)
+
+    def u(z):
+        lb, lr = pot.log_parts(z)
+        return -(lb + lr)
+
+    vg = jax.vmap(jax.value_and_grad(u))
+
+    @jax.jit
+    def bare(z):
+        def body(_, carry):
+            z, acc = carry
+            v, g = vg(z)
+            return z - 1e-3 * g, acc + v
+
+        return lax.fori_loop(0, evals, body, (z, jnp.zeros(z.shape[:1], z.dtype)))
+
+    z0 = jax.jit(pot.sample_base, static_argnums=1)(jax.random.PRNGKey(2), n)
+    jax.block_until_ready(bare(z0))
+    peer = None
+    try:
+        from bench_peers import blackjax_runner
+
+        peer = blackjax_runner(prob, n // SMC_REPLICAS, 1, smc.options.base.num_leapfrog_steps)
+        jax.block_until_ready(peer(jax.random.split(jax.random.PRNGKey(4), SMC_REPLICAS)))
+    except ImportError:
+        pass
+    t_smc, t_bare, t_peer, peer_evals, loads = [], [], [], [], []
+    for r in range(repeats):
+        loads.append(load())
+        t0 = time.perf_counter()
+        res = smc.run(jax.random.PRNGKey(10 + r))
+        t_smc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        jax.block_until_ready(bare(z0))
+        t_bare.append(time.perf_counter() - t0)
+        if peer is not None:
+            t0 = time.perf_counter()
+            _, steps_taken = jax.block_until_ready(
+                peer(jax.random.split(jax.random.PRNGKey(30 + r), SMC_REPLICAS))
+            )
+            t_peer.append(time.perf_counter() - t0)
+            # per step: the HMC init gradient at the new temperature, then L leapfrogs
+            leap = smc.options.base.num_leapfrog_steps
+            peer_evals.append(float(np.mean(np.asarray(steps_taken))) * (1 + leap))
+    row = _overhead_row(
+        "jax",
+        str(jax.devices()[0].platform),
+        prob,
+        n,
+        len(res.betas) - 1,
+        evals,
+        t_smc,
+        t_bare,
+        loads,
+        res,
+    )
+    row["method"] = "smc"
+    if t_peer:  # BlackJAX seconds per gradient over the bare loop's seconds per gradient
+        i = int(np.argmin(t_peer))
+        row["blackjax_smc_ratio"] = (t_peer[i] / peer_evals[i]) / (row["bare_s"] / evals)
+    return row
+
+
+def torch_smc_overhead(name: str, n: int, steps: int, repeats: int, device: str = "cpu") -> dict:
+    """As :func:`jax_smc_overhead` on the Pyro backend (no peer)."""
+    import pyro
+    import torch
+
+    from ebmppl.pyro import ModelPotential
+
+    _torch_setup(device)
+    prob = get_problem(name)
+    model = pyro_model(prob, device)
+    smc = _smc("torch", model, n, steps)
+
+    def gen(seed):
+        return torch.Generator(device=device).manual_seed(seed)
+
+    res = smc.run(generator=gen(0))
+    evals = res.gradient_evaluations
+    pot = ModelPotential(model)
+    z0 = pot.sample_base(n, gen(2))
+
+    def bare():
+        z = z0
+        with pyro.validation_enabled(False):
+            for _ in range(evals):
+                zl = z.detach().requires_grad_(True)
+                lb, lr = pot.log_parts(zl)
+                (g,) = torch.autograd.grad((-(lb + lr)).sum(), zl)
+                z = zl.detach() - 1e-3 * g
+        _sync(device)
+        return z
+
+    bare()
+    t_smc, t_bare, loads = [], [], []
+    for r in range(repeats):
+        loads.append(load())
+        t0 = time.perf_counter()
+        res = smc.run(generator=gen(10 + r))
+        t_smc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        bare()
+        t_bare.append(time.perf_counter() - t0)
+    row = _overhead_row(
+        "torch", device, prob, n, len(res.betas) - 1, evals, t_smc, t_bare, loads, res
+    )
+    row["method"] = "smc"
+    row["torch_threads"] = torch.get_num_threads()
+    return row
+
+
 def _overhead_row(backend, device, prob, n, steps, evals, t_ais, t_bare, loads, res) -> dict:
     ais, bare = min(t_ais), min(t_bare)
     return {
@@ -423,6 +573,7 @@ def _overhead_row(backend, device, prob, n, steps, evals, t_ais, t_bare, loads, 
         "ais_s_all": t_ais,
         "bare_s_all": t_bare,
         "ratio": ais / bare,
+        "method": "ais",
         "target": TARGETS[f"{backend}_ais_overhead"],
         "bare_grad_evals_per_s": n * evals / bare,
         "log_z_error": res.log_z - prob.log_z,
@@ -451,6 +602,10 @@ def overhead_plan(quick: bool) -> dict:
         plan[backend] = [(name, *size) for name in ("gaussian10", "mixture") for size in sizes]
         plan[backend].append(("gaussian100", *extra[backend]))
         plan[backend].append(("mlp8", *extra[backend]))
+        smc_repeats = 2 if quick else 3
+        for name in ("gaussian10", "mixture"):  # SMC rows: the AIS rows' loop lengths
+            for size in sizes:
+                plan[backend].append((f"smc:{name}", size[0], size[1], smc_repeats))
     return plan
 
 
@@ -461,7 +616,12 @@ def section_overhead(quick: bool, backends=("jax", "torch"), plan=None, device=N
     for backend in backends:
         for name, n, steps, repeats in plan[backend]:
             t0 = time.perf_counter()
-            if backend == "jax":
+            if name.startswith("smc:"):
+                if backend == "jax":
+                    rows.append(jax_smc_overhead(name[4:], n, steps, repeats))
+                else:
+                    rows.append(torch_smc_overhead(name[4:], n, steps, repeats, device or "cpu"))
+            elif backend == "jax":
                 rows.append(jax_overhead(name, n, steps, repeats))
             else:
                 rows.append(torch_overhead(name, n, steps, repeats, device or "cpu"))
@@ -474,12 +634,18 @@ def section_overhead(quick: bool, backends=("jax", "torch"), plan=None, device=N
 def _print_overhead(r: dict) -> None:
     print(
         f"  {r['backend']:5s} {r['device']:4s} {r['problem']:11s} N={r['num_particles']:<7d} "
-        f"T={r['num_steps']:<4d} evals={r['grad_evals_per_particle']:<5d} AIS {r['ais_s']:7.3f}s "
+        f"T={r['num_steps']:<4d} evals={r['grad_evals_per_particle']:<5d} "
+        f"{r.get('method', 'ais').upper()} {r['ais_s']:7.3f}s "
         f"bare {r['bare_s']:7.3f}s ratio {r['ratio']:5.2f} (target <= {r['target']})"
         + (f" [RNG alone {r['rng_s']:.3f}s]" if "rng_s" in r else "")
         + (
             f" [BlackJAX HMC / bare {r['blackjax_hmc_ratio']:.2f}]"
             if "blackjax_hmc_ratio" in r
+            else ""
+        )
+        + (
+            f" [BlackJAX SMC per gradient / bare {r['blackjax_smc_ratio']:.2f}]"
+            if "blackjax_smc_ratio" in r
             else ""
         )
         + f" load {r['load']:.1f}",
@@ -1217,7 +1383,8 @@ def summary(out: dict) -> dict:
     """The headline ratios (what RESULTS.md reports against targets)."""
     s = {}
     for r in out.get("overhead", []):
-        s[f"{r['backend']}_{r['device']}_{r['problem']}_N{r['num_particles']}"] = r["ratio"]
+        method = "" if r.get("method", "ais") == "ais" else f"_{r['method']}"
+        s[f"{r['backend']}_{r['device']}_{r['problem']}_N{r['num_particles']}{method}"] = r["ratio"]
     if "nuts" in out:
         s["nuts_plugin_overhead"] = out["nuts"]["ratio"]
     if out.get("sharding", {}).get("speedup"):
