@@ -250,19 +250,12 @@ def torch_device() -> str:
 
 
 # -- a. AIS loop overhead ----------------------------------------------------------------------
-def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
+def _jax_bare_loop(pot, evals: int):
+    """``(U, bare)``: the potential ``U(z)`` of one particle and a jitted ``bare(z (N, D))``
+    running ``evals`` batched value-and-gradient evaluations of it (the overhead's limit)."""
     import jax
     import jax.numpy as jnp
     from jax import lax
-
-    from ebmppl.numpyro import AIS, ModelPotential, problem_model
-
-    prob = get_problem(name)
-    model = problem_model(prob)
-    ais = AIS(model, num_particles=n, num_steps=steps, adaptation="online", progress=False)
-    res = ais.run(jax.random.PRNGKey(0))  # compiles
-    evals = res.gradient_evaluations  # per particle; no pilot with adaptation="online"
-    pot = ModelPotential(model)
 
     def u(z):
         lb, lr = pot.log_parts(z)
@@ -278,6 +271,41 @@ def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
             return z - 1e-3 * g, acc + v  # the next evaluation depends on this one
 
         return lax.fori_loop(0, evals, body, (z, jnp.zeros(z.shape[:1], z.dtype)))
+
+    return u, bare
+
+
+def _torch_bare_loop(pot, z0, evals: int, device: str):
+    """``evals`` batched potential-and-gradient evaluations with torch autograd from ``z0``."""
+    import pyro
+    import torch
+
+    z = z0
+    with pyro.validation_enabled(False):
+        for _ in range(evals):
+            zl = z.detach().requires_grad_(True)
+            lb, lr = pot.log_parts(zl)
+            (g,) = torch.autograd.grad((-(lb + lr)).sum(), zl)
+            z = zl.detach() - 1e-3 * g
+    _sync(device)
+    return z
+
+
+def jax_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from ebmppl.numpyro import AIS, ModelPotential, problem_model
+
+    prob = get_problem(name)
+    model = problem_model(prob)
+    ais = AIS(model, num_particles=n, num_steps=steps, adaptation="online", progress=False)
+    res = ais.run(jax.random.PRNGKey(0))  # compiles
+    evals = res.gradient_evaluations  # per particle; no pilot with adaptation="online"
+    pot = ModelPotential(model)
+
+    u, bare = _jax_bare_loop(pot, evals)
 
     opts = ais.options
 
@@ -364,8 +392,11 @@ def _blackjax_hmc_loop(u, dim: int, n: int, evals: int, leap: int):
     return run
 
 
-def torch_overhead(name: str, n: int, steps: int, repeats: int, device: str = "cpu") -> dict:
-    import pyro
+def torch_overhead(
+    name: str, n: int, steps: int, repeats: int, device: str = "cpu", method: str = "ais"
+) -> dict:
+    """AIS (or SMC, ``method="smc"``, see :func:`_smc`) wall time over the bare loop of as many
+    gradient evaluations, on the Pyro backend."""
     import torch
 
     from ebmppl.pyro import AIS, ModelPotential
@@ -373,26 +404,21 @@ def torch_overhead(name: str, n: int, steps: int, repeats: int, device: str = "c
     _torch_setup(device)
     prob = get_problem(name)
     model = pyro_model(prob, device)
-    ais = AIS(model, num_particles=n, num_steps=steps, adaptation="online", progress=False)
+    if method == "smc":
+        ais = _smc("torch", model, n, steps)
+    else:
+        ais = AIS(model, num_particles=n, num_steps=steps, adaptation="online", progress=False)
 
     def gen(seed):
         return torch.Generator(device=device).manual_seed(seed)
 
     res = ais.run(generator=gen(0))
     evals = res.gradient_evaluations
-    pot = ModelPotential(model, vectorize=res.info["vectorize"])
+    pot = ModelPotential(model, vectorize=res.info.get("vectorize", "auto"))
     z0 = pot.sample_base(n, gen(2))
 
     def bare():
-        z = z0
-        with pyro.validation_enabled(False):
-            for _ in range(evals):
-                zl = z.detach().requires_grad_(True)
-                lb, lr = pot.log_parts(zl)
-                (g,) = torch.autograd.grad((-(lb + lr)).sum(), zl)
-                z = zl.detach() - 1e-3 * g
-        _sync(device)
-        return z
+        return _torch_bare_loop(pot, z0, evals, device)
 
     bare()
     t_ais, t_bare, loads = [], [], []
@@ -405,6 +431,7 @@ def torch_overhead(name: str, n: int, steps: int, repeats: int, device: str = "c
         bare()
         t_bare.append(time.perf_counter() - t0)
     row = _overhead_row("torch", device, prob, n, steps, evals, t_ais, t_bare, loads, res)
+    row["method"] = method
     row["torch_threads"] = torch.get_num_threads()
     return row
 
@@ -436,8 +463,6 @@ def jax_smc_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
     """SMC wall time over the bare loop of as many gradient evaluations (of ``n`` particles);
     BlackJAX's adaptive tempered SMC (same HMC moves) per gradient, over the same loop."""
     import jax
-    import jax.numpy as jnp
-    from jax import lax
 
     from ebmppl.numpyro import ModelPotential, problem_model
 
@@ -448,20 +473,7 @@ def jax_smc_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
     evals = res.gradient_evaluations
     pot = ModelPotential(model)
 
-    def u(z):
-        lb, lr = pot.log_parts(z)
-        return -(lb + lr)
-
-    vg = jax.vmap(jax.value_and_grad(u))
-
-    @jax.jit
-    def bare(z):
-        def body(_, carry):
-            z, acc = carry
-            v, g = vg(z)
-            return z - 1e-3 * g, acc + v
-
-        return lax.fori_loop(0, evals, body, (z, jnp.zeros(z.shape[:1], z.dtype)))
+    _, bare = _jax_bare_loop(pot, evals)
 
     z0 = jax.jit(pot.sample_base, static_argnums=1)(jax.random.PRNGKey(2), n)
     jax.block_until_ready(bare(z0))
@@ -507,55 +519,6 @@ def jax_smc_overhead(name: str, n: int, steps: int, repeats: int) -> dict:
     if t_peer:  # BlackJAX seconds per gradient over the bare loop's seconds per gradient
         i = int(np.argmin(t_peer))
         row["blackjax_smc_ratio"] = (t_peer[i] / peer_evals[i]) / (row["bare_s"] / evals)
-    return row
-
-
-def torch_smc_overhead(name: str, n: int, steps: int, repeats: int, device: str = "cpu") -> dict:
-    """As :func:`jax_smc_overhead` on the Pyro backend (no peer)."""
-    import pyro
-    import torch
-
-    from ebmppl.pyro import ModelPotential
-
-    _torch_setup(device)
-    prob = get_problem(name)
-    model = pyro_model(prob, device)
-    smc = _smc("torch", model, n, steps)
-
-    def gen(seed):
-        return torch.Generator(device=device).manual_seed(seed)
-
-    res = smc.run(generator=gen(0))
-    evals = res.gradient_evaluations
-    pot = ModelPotential(model)
-    z0 = pot.sample_base(n, gen(2))
-
-    def bare():
-        z = z0
-        with pyro.validation_enabled(False):
-            for _ in range(evals):
-                zl = z.detach().requires_grad_(True)
-                lb, lr = pot.log_parts(zl)
-                (g,) = torch.autograd.grad((-(lb + lr)).sum(), zl)
-                z = zl.detach() - 1e-3 * g
-        _sync(device)
-        return z
-
-    bare()
-    t_smc, t_bare, loads = [], [], []
-    for r in range(repeats):
-        loads.append(load())
-        t0 = time.perf_counter()
-        res = smc.run(generator=gen(10 + r))
-        t_smc.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        bare()
-        t_bare.append(time.perf_counter() - t0)
-    row = _overhead_row(
-        "torch", device, prob, n, len(res.betas) - 1, evals, t_smc, t_bare, loads, res
-    )
-    row["method"] = "smc"
-    row["torch_threads"] = torch.get_num_threads()
     return row
 
 
@@ -620,7 +583,9 @@ def section_overhead(quick: bool, backends=("jax", "torch"), plan=None, device=N
                 if backend == "jax":
                     rows.append(jax_smc_overhead(name[4:], n, steps, repeats))
                 else:
-                    rows.append(torch_smc_overhead(name[4:], n, steps, repeats, device or "cpu"))
+                    rows.append(
+                        torch_overhead(name[4:], n, steps, repeats, device or "cpu", method="smc")
+                    )
             elif backend == "jax":
                 rows.append(jax_overhead(name, n, steps, repeats))
             else:
