@@ -7,6 +7,8 @@ computed the same way from the recorded ``log_ratio`` values.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +19,9 @@ __all__ = [
     "check_options",
     "ladder_from_rejections",
     "log_z_estimates",
+    "replica_exchange_result",
+    "run_rounds",
+    "swap_rates",
     "ti_discretization_error",
 ]
 
@@ -71,6 +76,68 @@ def ladder_from_rejections(betas: np.ndarray, rejection: np.ndarray) -> np.ndarr
     new = np.interp(levels, lam, betas)
     new[0], new[-1] = 0.0, 1.0
     return np.maximum.accumulate(new)
+
+
+def swap_rates(swap_prob, pair_on) -> np.ndarray:
+    """Swap acceptance per neighbour pair (K-1,) from per-iteration ``swap_prob`` and
+    ``pair_on`` (L, K-1) (whether the pair was proposed at that iteration)."""
+    on = np.asarray(pair_on)
+    return (np.asarray(swap_prob) * on).sum(0) / np.maximum(on.sum(0), 1)
+
+
+def run_rounds(sampler, state, scan: Callable, label: str):
+    """Warm-up rounds that adapt the ladder, then the sampling phase (both backends).
+
+    ``sampler`` carries the checked options (:func:`check_options`). ``scan(state, betas,
+    length, adapt, round)`` runs ``length`` iterations on the ladder ``betas`` (K,) (``round``
+    is the warm-up round, ``None`` for sampling) and returns ``(state, swap_prob, pair_on,
+    recorded)``: the first two NumPy (length, K-1), ``recorded`` whatever else the backend
+    records. Starts from a geometric ladder; each round but the last moves the betas to equal
+    rejection increments (:func:`ladder_from_rejections`). Returns ``(state, betas (K,),
+    ladder history, swap_rate (K-1,) of the sampling phase, recorded of the sampling phase)``.
+    """
+    k = sampler.num_temperatures
+    betas = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, k - 1)])
+    history = [betas.copy()]
+    round_len = max(2, sampler.num_warmup // sampler.num_rounds)
+    progress = sampler.progress if sampler.progress is not None else sys.stderr.isatty()
+    for r in range(sampler.num_rounds):
+        state, swap_prob, pair_on, _ = scan(state, betas, round_len, True, r)
+        rate = swap_rates(swap_prob, pair_on)
+        if r < sampler.num_rounds - 1:  # the last round equilibrates on the final ladder
+            betas = ladder_from_rejections(betas, 1.0 - rate)
+            history.append(betas.copy())
+        if progress:
+            sys.stderr.write(
+                f"replica exchange ({label}): warm-up round {r + 1}/{sampler.num_rounds}, "
+                f"min swap rate {rate.min():.2f}\n"
+            )
+    state, swap_prob, pair_on, recorded = scan(state, betas, sampler.num_samples, False, None)
+    return state, betas, history, swap_rates(swap_prob, pair_on), recorded
+
+
+def replica_exchange_result(
+    *, betas, log_ratio, acceptance, step_size, samples, history, swap_rate, info, backend
+) -> ReplicaExchangeResult:
+    """The :class:`ReplicaExchangeResult` of a run: ``log_ratio`` (S, K, M) and
+    ``acceptance`` (S, K) recorded while sampling, NumPy; log Z from :func:`log_z_estimates`."""
+    lr = np.asarray(log_ratio, dtype=np.float64)
+    ss, se_ss, ti, se_ti = log_z_estimates(betas, lr)
+    return ReplicaExchangeResult(
+        log_z=ss,
+        log_z_se=se_ss,
+        log_z_ti=ti,
+        log_z_ti_se=se_ti,
+        betas=betas,
+        swap_rate=swap_rate,
+        acceptance_rate=np.asarray(acceptance).mean(0),
+        step_size=np.asarray(step_size),
+        samples=samples,
+        mean_log_ratio=lr.mean(axis=(0, 2)),
+        ladder_history=tuple(history),
+        info=info,
+        backend=backend,
+    )
 
 
 def _stepping_stone(db: np.ndarray, lr: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from .._assemble import run_ais
 from .._options import AISOptions
 from .._runs import RunControl
 from ..results import AISResult
-from ._model import ModelPotential
+from ._model import ModelPotential, check_sampler
 from ._sharding import check_same_key, shard_particles, to_host
 
 __all__ = ["AIS", "AISInfo", "AISState", "build_ais_step", "build_hmc_move"]
@@ -85,6 +85,17 @@ def check_rng_key(rng_key) -> None:
     raise TypeError(
         "rng_key must be one JAX PRNG key, e.g. jax.random.PRNGKey(0) or jax.random.key(0); "
         f"got {type(rng_key).__name__} of shape {jnp.shape(rng_key)}{hint}"
+    )
+
+
+def population_functions(pot: ModelPotential) -> tuple:
+    """Jitted ``(sample_base(key, n), vmap(postprocess), vmap(log_parts), vmap(energy_values))``
+    of ``pot``: what AIS and SMC need around their compiled step."""
+    return (
+        jax.jit(pot.sample_base, static_argnums=1),
+        jax.jit(jax.vmap(pot.postprocess)),
+        jax.jit(jax.vmap(pot.log_parts)),
+        jax.jit(jax.vmap(pot.energy_values)),
     )
 
 
@@ -430,10 +441,7 @@ class AIS:
     """
 
     def __init__(self, model, *, reference=None, shard: bool = False, **options):
-        if not callable(model):
-            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        if not isinstance(shard, bool | np.bool_):
-            raise TypeError(f"shard must be True or False, got {shard!r}")
+        check_sampler(model, shard)
         self.model = model
         self.reference = reference
         self.shard = bool(shard)
@@ -450,13 +458,7 @@ class AIS:
             def segment(state, xs, rng_key):
                 return lax.scan(lambda s, x: step(s, x, rng_key), state, xs)
 
-            return (
-                segment,
-                jax.jit(pot.sample_base, static_argnums=1),
-                jax.jit(jax.vmap(pot.postprocess)),
-                jax.jit(jax.vmap(pot.log_parts)),
-                jax.jit(jax.vmap(pot.energy_values)),
-            )
+            return (segment, *population_functions(pot))
 
         return COMPILED.get(key, pot, build)
 

@@ -26,7 +26,15 @@ from numpyro.infer.util import compute_log_probs
 
 from ._energy import is_annealed_site, is_energy_site
 
-__all__ = ["ModelPotential"]
+__all__ = ["ModelPotential", "check_sampler"]
+
+
+def check_sampler(model, shard) -> None:
+    """The constructor checks every NumPyro sampler (AIS, SMC, replica exchange) shares."""
+    if not callable(model):
+        raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+    if not isinstance(shard, bool | np.bool_):
+        raise TypeError(f"shard must be True or False, got {shard!r}")
 
 
 def _base_dist(d):

@@ -12,23 +12,22 @@ stone (Xie et al. 2011) and thermodynamic integration (trapezoid on the final la
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from .._pt_common import (
     ReplicaExchangeResult,
     check_options,
     ladder_from_rejections,
-    log_z_estimates,
+    replica_exchange_result,
+    run_rounds,
 )
 from ._ais import COMPILED, build_hmc_move, build_potential, check_rng_key
-from ._model import ModelPotential
+from ._model import ModelPotential, check_sampler
 from ._sharding import check_same_key, shard_particles, to_host
 
 __all__ = ["ReplicaExchange", "ReplicaExchangeResult", "ladder_from_rejections"]
@@ -73,10 +72,7 @@ class ReplicaExchange:
         shard: bool = False,
         progress: bool | None = None,
     ):
-        if not callable(model):
-            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        if not isinstance(shard, bool | np.bool_):
-            raise TypeError(f"shard must be True or False, got {shard!r}")
+        check_sampler(model, shard)
         self.model = model
         self.reference = reference
         self.shard = bool(shard)
@@ -189,56 +185,28 @@ class ReplicaExchange:
             jnp.tile(var0, (k, 1)).astype(z0.dtype),
             jnp.zeros((), jnp.int32),
         )
-        betas = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, k - 1)])
-        history = [betas.copy()]
-        round_len = max(2, self.num_warmup // self.num_rounds)
-        progress = self.progress if self.progress is not None else sys.stderr.isatty()
-        for r in range(self.num_rounds):
-            state, (_, _, swap_prob, pair_on, _) = warm(
-                state,
-                jnp.asarray(betas, z0.dtype),
-                jax.random.fold_in(k_warm, r),
-                jnp.zeros(round_len),
-            )
-            sp = to_host(swap_prob)
-            on = to_host(pair_on)
-            rate = (sp * on).sum(0) / np.maximum(on.sum(0), 1)
-            if r < self.num_rounds - 1:  # the last round equilibrates on the final ladder
-                betas = ladder_from_rejections(betas, 1.0 - rate)
-                history.append(betas.copy())
-            if progress:
-                sys.stderr.write(
-                    f"replica exchange (numpyro): warm-up round {r + 1}/{self.num_rounds}, "
-                    f"min swap rate {rate.min():.2f}\n"
-                )
-        state, (lr, acc, swap_prob, pair_on, top) = sample(
-            state, jnp.asarray(betas, z0.dtype), k_sample, jnp.zeros(self.num_samples)
-        )
-        draws = post(jnp.swapaxes(top, 0, 1))  # (M, S, ...) per site, constrained
-        self._samples = {name: to_host(v) for name, v in draws.items()}
-        lr = to_host(lr).astype(np.float64)  # (S, K, M)
-        on = to_host(pair_on)
-        swap_rate = (to_host(swap_prob) * on).sum(0) / np.maximum(on.sum(0), 1)
-        return self._result(pot, post, state, betas, lr, acc, swap_rate, history, start)
+        dtype = z0.dtype
 
-    def _result(self, pot, post, state, betas, lr, acc, swap_rate, history, start):
-        m, s = self.num_chains, self.num_samples
-        ss, se_ss, ti, se_ti = log_z_estimates(betas, lr)
-        return ReplicaExchangeResult(
-            log_z=ss,
-            log_z_se=se_ss,
-            log_z_ti=ti,
-            log_z_ti_se=se_ti,
+        def scan(state, betas, length, adapt, round_):
+            fn, key = (warm, jax.random.fold_in(k_warm, round_)) if adapt else (sample, k_sample)
+            state, (lr, acc, swap_prob, pair_on, top) = fn(
+                state, jnp.asarray(betas, dtype), key, jnp.zeros(length)
+            )
+            return state, to_host(swap_prob), to_host(pair_on), (lr, acc, top)
+
+        state, betas, history, swap_rate, (lr, acc, top) = run_rounds(self, state, scan, "numpyro")
+        draws = post(jnp.swapaxes(top, 0, 1))  # (M, S, ...) per site, constrained
+        return replica_exchange_result(
             betas=betas,
-            swap_rate=swap_rate,
-            acceptance_rate=to_host(acc).mean(0),
+            log_ratio=to_host(lr),  # (S, K, M)
+            acceptance=to_host(acc),
             step_size=to_host(state.step_size),
-            samples=self._samples,
-            mean_log_ratio=lr.mean(axis=(0, 2)),
-            ladder_history=tuple(history),
+            samples={name: to_host(v) for name, v in draws.items()},
+            history=history,
+            swap_rate=swap_rate,
             info={
-                "num_samples": s,
-                "num_chains": m,
+                "num_samples": self.num_samples,
+                "num_chains": self.num_chains,
                 "devices": len(jax.devices()) if self.shard else 1,
                 "wall_time": time.perf_counter() - start,
             },

@@ -47,9 +47,10 @@ from ._ais import (
     check_rng_key,
     kish_ess,
     options_key,
+    population_functions,
     shifted_weight_update,
 )
-from ._model import ModelPotential
+from ._model import ModelPotential, check_sampler
 from ._nuts import build_nuts_mutation
 from ._sharding import check_same_key, shard_particles, to_host
 
@@ -241,10 +242,7 @@ class SMC:
     """
 
     def __init__(self, model, *, reference=None, shard: bool = False, **options):
-        if not callable(model):
-            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        if not isinstance(shard, bool | np.bool_):
-            raise TypeError(f"shard must be True or False, got {shard!r}")
+        check_sampler(model, shard)
         self.model = model
         self.reference = reference
         self.shard = bool(shard)
@@ -261,13 +259,7 @@ class SMC:
             def segment(state, keys):
                 return lax.scan(lambda s, _: step(s, keys), state, None, length=chunk)
 
-            return (
-                segment,
-                jax.jit(pot.sample_base, static_argnums=1),
-                jax.jit(jax.vmap(pot.postprocess)),
-                jax.jit(jax.vmap(pot.log_parts)),
-                jax.jit(jax.vmap(pot.energy_values)),
-            )
+            return (segment, *population_functions(pot))
 
         return COMPILED.get(key, pot, build)
 

@@ -27,7 +27,7 @@ from .._assemble import run_ais
 from .._options import AISOptions
 from .._runs import RunControl
 from ..results import AISResult
-from ._model import VECTORIZE, ModelPotential, rng_scope
+from ._model import ModelPotential, check_sampler, potential_for_run
 
 __all__ = [
     "AIS",
@@ -320,10 +320,7 @@ class AIS:
     """
 
     def __init__(self, model, *, reference=None, vectorize: str = "auto", **options) -> None:
-        if not callable(model):
-            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if vectorize not in VECTORIZE:
-            raise ValueError(f"vectorize must be one of {VECTORIZE}, got {vectorize!r}")
+        check_sampler(model, vectorize)
         self.model = model
         self.reference = reference
         self.vectorize = vectorize
@@ -402,21 +399,10 @@ class AIS:
     def _run(
         self, model_args, model_kwargs, generator, initial=None, control: RunControl | None = None
     ) -> AISResult:
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
         control = control or RunControl.create()
         opts = self.options
         start = time.perf_counter()
-        with rng_scope(generator):
-            pot = ModelPotential(
-                self.model,
-                model_args,
-                model_kwargs,
-                reference=self.reference,
-                vectorize=self.vectorize,
-            )
+        pot = potential_for_run(self, model_args, model_kwargs, generator)
         with pyro.validation_enabled(False), torch.no_grad():
             return run_ais(
                 make_engine=lambda betas, _segment: _Engine(self, pot, betas, generator, initial),

@@ -57,7 +57,13 @@ from ._energy import (
     skip_energies,
 )
 
-__all__ = ["BatchedModel", "ModelPotential", "rng_scope"]
+__all__ = [
+    "BatchedModel",
+    "ModelPotential",
+    "check_sampler",
+    "potential_for_run",
+    "rng_scope",
+]
 
 VECTORIZE = ("auto", "plate", "vmap")
 
@@ -66,6 +72,34 @@ def _base_dist(d):
     while isinstance(d, (Independent, ExpandedDistribution, MaskedDistribution)):
         d = d.base_dist
     return d
+
+
+def check_sampler(model, vectorize: str) -> None:
+    """The constructor checks every Pyro sampler (AIS, SMC, replica exchange) shares."""
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    if vectorize not in VECTORIZE:
+        raise ValueError(f"vectorize must be one of {VECTORIZE}, got {vectorize!r}")
+
+
+def potential_for_run(sampler, model_args, model_kwargs, generator) -> ModelPotential:
+    """The :class:`ModelPotential` of ``sampler.model`` for one ``run(...)`` call.
+
+    ``sampler`` has ``model``, ``reference`` and ``vectorize``; ``generator`` (``None`` or a
+    ``torch.Generator``) drives the probe draws, as it drives the run.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    with rng_scope(generator):
+        return ModelPotential(
+            sampler.model,
+            model_args,
+            model_kwargs,
+            reference=sampler.reference,
+            vectorize=sampler.vectorize,
+        )
 
 
 @contextlib.contextmanager

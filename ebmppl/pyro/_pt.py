@@ -14,12 +14,10 @@ stone (Xie et al. 2011) and thermodynamic integration (corrected trapezoid on th
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import pyro
 import torch
 
@@ -27,10 +25,11 @@ from .._pt_common import (
     ReplicaExchangeResult,
     check_options,
     ladder_from_rejections,
-    log_z_estimates,
+    replica_exchange_result,
+    run_rounds,
 )
 from ._ais import StepBuffers, _check_initial_energies, build_hmc_move, build_potential
-from ._model import VECTORIZE, ModelPotential, rng_scope
+from ._model import ModelPotential, check_sampler, potential_for_run
 
 __all__ = [
     "ReplicaExchange",
@@ -153,10 +152,7 @@ class ReplicaExchange:
         vectorize: str = "auto",
         progress: bool | None = None,
     ) -> None:
-        if not callable(model):
-            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if vectorize not in VECTORIZE:
-            raise ValueError(f"vectorize must be one of {VECTORIZE}, got {vectorize!r}")
+        check_sampler(model, vectorize)
         self.model = model
         self.reference = reference
         self.vectorize = vectorize
@@ -188,43 +184,24 @@ class ReplicaExchange:
             ``info`` with ``num_samples``, ``num_chains``, ``wall_time``, ``device``,
             ``dtype`` and ``vectorize``.
         """
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
         start = time.perf_counter()
-        with rng_scope(generator):
-            pot = ModelPotential(
-                self.model,
-                model_args,
-                model_kwargs,
-                reference=self.reference,
-                vectorize=self.vectorize,
-            )
+        pot = potential_for_run(self, model_args, model_kwargs, generator)
         with pyro.validation_enabled(False), torch.no_grad():
-            state, betas, history, samples = self._sample(pot, generator)
-        lr, acc, swap_rate, top = samples
+            state, betas, history, swap_rate, (lr, acc, top) = self._sample(pot, generator)
         with pyro.validation_enabled(False):
             m, s = self.num_chains, self.num_samples
             draws = pot.postprocess(top.transpose(0, 1).reshape(m * s, pot.dim))
-        draws = {
-            name: v.detach().cpu().numpy().reshape((m, s) + tuple(v.shape[1:]))
-            for name, v in draws.items()
-        }
-        lr = lr.astype(np.float64)  # (S, K, M)
-        ss, se_ss, ti, se_ti = log_z_estimates(betas, lr)
-        return ReplicaExchangeResult(
-            log_z=ss,
-            log_z_se=se_ss,
-            log_z_ti=ti,
-            log_z_ti_se=se_ti,
+        return replica_exchange_result(
             betas=betas,
-            swap_rate=swap_rate,
-            acceptance_rate=acc.mean(0),
+            log_ratio=lr,  # (S, K, M)
+            acceptance=acc,
             step_size=state.step_size.detach().cpu().numpy(),
-            samples=draws,
-            mean_log_ratio=lr.mean(axis=(0, 2)),
-            ladder_history=tuple(history),
+            samples={
+                name: v.detach().cpu().numpy().reshape((m, s) + tuple(v.shape[1:]))
+                for name, v in draws.items()
+            },
+            history=history,
+            swap_rate=swap_rate,
             info={
                 "num_samples": s,
                 "num_chains": m,
@@ -237,8 +214,9 @@ class ReplicaExchange:
         )
 
     def _sample(self, pot: ModelPotential, generator):
-        """Warm-up rounds then sampling. Returns ``(state, betas (K,), ladder history,
-        (log_ratio (S, K, M), acceptance (S, K), swap_rate (K-1,), top (S, M, D) tensor))``."""
+        """Warm-up rounds then sampling (:func:`ebmppl._pt_common.run_rounds`). Returns
+        ``(state, betas (K,), ladder history, swap_rate (K-1,), (log_ratio (S, K, M),
+        acceptance (S, K), top (S, M, D) tensor))``."""
         k, m = self.num_temperatures, self.num_chains
         z0 = pot.sample_base(k * m, generator)
         _check_initial_energies(pot, z0, stacklevel=5)
@@ -253,35 +231,15 @@ class ReplicaExchange:
         )
         iteration = build_pt_iteration(pot.log_parts, self.num_leapfrog_steps, self.target_accept)
 
-        def scan(state, betas, length, adapt):
+        def scan(state, betas, length, adapt, _round):
             beta_t = torch.as_tensor(betas, dtype=dtype, device=device)
             record = StepBuffers(length)
             for i in range(length):
                 state, st = iteration(state, beta_t, adapt, generator)
                 record.put(i, st)
             # one host transfer per phase: arrays with a leading (length,) axis
-            stacked = PTStats(*record.stacked())
-            host = PTStats(*(v.cpu().numpy() for v in stacked[:4]), stacked.top)
-            return state, host
+            st = PTStats(*record.stacked())
+            lr, acc, swap_prob, pair_on = (v.cpu().numpy() for v in st[:4])
+            return state, swap_prob, pair_on, (lr, acc, st.top)
 
-        def swap_rate(st: PTStats) -> np.ndarray:
-            on = st.pair_on
-            return (st.swap_prob * on).sum(0) / np.maximum(on.sum(0), 1)
-
-        betas = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, k - 1)])
-        history = [betas.copy()]
-        round_len = max(2, self.num_warmup // self.num_rounds)
-        progress = self.progress if self.progress is not None else sys.stderr.isatty()
-        for r in range(self.num_rounds):
-            state, st = scan(state, betas, round_len, True)
-            rate = swap_rate(st)
-            if r < self.num_rounds - 1:  # the last round equilibrates on the final ladder
-                betas = ladder_from_rejections(betas, 1.0 - rate)
-                history.append(betas.copy())
-            if progress:
-                sys.stderr.write(
-                    f"replica exchange (pyro): warm-up round {r + 1}/{self.num_rounds}, "
-                    f"min swap rate {rate.min():.2f}\n"
-                )
-        state, st = scan(state, betas, self.num_samples, False)
-        return state, betas, history, (st.log_ratio, st.acceptance_rate, swap_rate(st), st.top)
+        return run_rounds(self, state, scan, "pyro")

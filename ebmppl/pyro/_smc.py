@@ -44,7 +44,7 @@ from ._ais import (
     potential_from_parts,
     weight_update,
 )
-from ._model import VECTORIZE, ModelPotential, rng_scope
+from ._model import check_sampler, potential_for_run
 
 __all__ = ["SMC", "SMCInfo", "SMCState", "build_smc_step", "next_beta_by_cess"]
 
@@ -260,10 +260,7 @@ class SMC:
     """
 
     def __init__(self, model, *, reference=None, vectorize: str = "auto", **options) -> None:
-        if not callable(model):
-            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if vectorize not in VECTORIZE:
-            raise ValueError(f"vectorize must be one of {VECTORIZE}, got {vectorize!r}")
+        check_sampler(model, vectorize)
         self.model = model
         self.reference = reference
         self.vectorize = vectorize
@@ -298,10 +295,6 @@ class SMC:
         On the CPU the loop stops as soon as every replica has reached beta = 1; on an
         accelerator it checks every 10 steps (a check waits for the device).
         """
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
         control = RunControl.create(target_se=target_se, max_time=max_time, max_batches=max_batches)
         return run_replica_batches(
             lambda b: self._run_once(model_args, model_kwargs, generator), control
@@ -310,14 +303,7 @@ class SMC:
     def _run_once(self, model_args, model_kwargs, generator) -> AISResult:
         opts, base = self.options, self.options.base
         start = time.perf_counter()
-        with rng_scope(generator):
-            pot = ModelPotential(
-                self.model,
-                model_args,
-                model_kwargs,
-                reference=self.reference,
-                vectorize=self.vectorize,
-            )
+        pot = potential_for_run(self, model_args, model_kwargs, generator)
         n = base.num_particles
         pilot = base.uses_pilot
         r = opts.num_replicas + pilot  # the pilot, if any, is the last replica
